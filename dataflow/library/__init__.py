@@ -1,0 +1,1 @@
+"""Built-in cascades (``cascades/*.yaml``) and model shapes (:mod:`dataflow.library.models`)."""

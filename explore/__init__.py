@@ -1,0 +1,1 @@
+"""einsynth explore package."""
