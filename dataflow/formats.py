@@ -112,7 +112,7 @@ class NumberFormat:
     def _codes_in(self, codes):
         """Validate ``codes`` (integer bit patterns of this format) and return them as uint64."""
         array = np.asarray(codes)
-        if array.dtype.kind not in "iub":
+        if array.dtype.kind not in "iub" and array.size:
             raise FormatError(f"{self.name} codes must be integers, not {array.dtype}")
         if array.dtype.kind == "i" and (array < 0).any():
             raise FormatError(f"{self.name} code {int(array[array < 0].flat[0])} is negative")
@@ -344,8 +344,7 @@ class FloatFormat(NumberFormat):
         ±max_value (inf included). NaN keeps its sign and payload in ieee formats, becomes the NaN code
         in fn formats and is an error in formats without NaN.
         """
-        x = np.ascontiguousarray(_as_float(values))
-        pattern = x.view(np.uint64)
+        pattern = _as_float(values).view(np.uint64)
         sign = pattern >> np.uint64(63)
         abs_pattern = pattern & ~_SIGN64
         nan = abs_pattern > _EXP64
@@ -368,7 +367,7 @@ class FloatFormat(NumberFormat):
             inf_code = max_code + 1
             magnitude_code = np.where((magnitude_code > max_code) | inf, inf_code, magnitude_code)
             payload = (abs_pattern & _MAN64) >> np.uint64(52 - m)
-            payload = np.where(payload == 0, np.uint64(1 << (m - 1)) if m else np.uint64(0), payload)
+            payload = np.where(payload == 0, np.uint64(1 << (m - 1)), payload)  # a quiet NaN, never inf
             nan_code = np.uint64(inf_code) | payload
             codes = np.where(nan, nan_code, magnitude_code.astype(np.uint64))
         else:
@@ -459,18 +458,14 @@ class BitModFormat(NumberFormat):
     def decode(self, codes, special=None):
         """Codes -> float64; the special code decodes to ``special`` (required if present)."""
         array = np.asarray(codes)
-        if array.dtype.kind in "iub":
-            is_special = array == self.special_code
-        else:
-            is_special = np.zeros(array.shape, dtype=bool)
+        is_special = array == self.special_code if array.dtype.kind in "iub" else np.zeros(array.shape, bool)
+        if special is None and is_special.any():
+            raise FormatError(f"code {self.special_code} of {self.name} is the special-value code; "
+                              f"pass special=")
+        values = self.base.decode(self._codes_in(np.where(is_special, 0, array)))
         if special is None:
-            if is_special.any():
-                raise FormatError(f"code {self.special_code} of {self.name} is the special-value code; "
-                                  f"pass special=")
-            return self.base.decode(self._codes_in(array))
-        specials = self._specials(special, np.shape(array))
-        values = self.base.decode(np.where(is_special, 0, array))
-        return np.where(is_special, specials, values)
+            return values
+        return np.where(is_special, self._specials(special, values.shape), values)
 
     def encode(self, values, special=None):
         """Values -> codes, nearest among the base values and ``special`` (ties go to the base)."""
@@ -661,7 +656,7 @@ class _Groups:
     @classmethod
     def along(cls, length, group_size):
         if length < 1:
-            raise FormatError("the grouped axis must not be empty")
+            raise FormatError(f"the grouped axis must have at least one element, not {length}")
         size = length if group_size is None else _check_positive("group_size", group_size)
         return cls(length, size)
 
@@ -909,17 +904,15 @@ def _nearest_signs(wm, alphas, groups):
     flat_levels = np.take_along_axis(levels, order, -1).reshape(-1, 1 << k)
     flat_order = order.reshape(-1, 1 << k)
     rows = groups.expand(np.arange(flat_levels.shape[0]).reshape(levels.shape[:-1]))
-    # Binary lifting: position = number of sorted levels <= w (k vectorized probes).
+    # Binary lifting in k vectorized probes: position = number of sorted levels <= w, capped at
+    # 2**k - 1 (a w above every level then still picks the top level below).
     position = np.zeros(wm.shape, dtype=np.int64)
     for bit in reversed(range(k)):
         probe = position + (1 << bit)
         position = np.where(flat_levels[rows, probe - 1] <= wm, probe, position)
-    position = position + (flat_levels[rows, position] <= wm)
-    above = np.minimum(position, (1 << k) - 1)
     below = np.maximum(position - 1, 0)
-    take_above = (position == 0) | ((position < 1 << k)
-                                   & (flat_levels[rows, above] - wm < wm - flat_levels[rows, below]))
-    chosen = flat_order[rows, np.where(take_above, above, below)]
+    take_above = (position == 0) | (flat_levels[rows, position] - wm < wm - flat_levels[rows, below])
+    chosen = flat_order[rows, np.where(take_above, position, below)]
     return np.stack([np.where((chosen >> i) & 1, 1, -1) for i in range(k)]).astype(np.int8)
 
 

@@ -66,6 +66,77 @@ def cmd_verify(args) -> int:
     return 0 if getattr(result, "passed", False) else 1
 
 
+def _mapping_for(cascade, arch, mapping_path, objective, solver="cbc", time_limit=None):
+    """The mapping to simulate: the given file, else the ILP's."""
+    if mapping_path:
+        from mapper.mapping import load_mapping
+
+        return load_mapping(mapping_path, cascade, arch)
+    from mapper import map_cascade
+
+    return map_cascade(cascade, arch, objective=objective, solver=solver, time_limit=time_limit).mapping
+
+
+def cmd_map(args) -> int:
+    from pathlib import Path
+
+    from hw.spec import load_architecture
+    from mapper import map_cascade
+
+    cascade = _load_workload(args.workload, args.set)
+    arch = load_architecture(args.arch)
+    result = map_cascade(cascade, arch, objective=args.objective, solver=args.solver, time_limit=args.time_limit)
+    text = result.mapping.to_yaml()
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        print(text)
+    print(result.summary() if hasattr(result, "summary") else "", file=sys.stderr)
+    return 0
+
+
+def cmd_sim(args) -> int:
+    from pathlib import Path
+
+    from hw.spec import load_architecture
+    from sim import run_sim
+
+    cascade = _load_workload(args.workload, args.set)
+    arch = load_architecture(args.arch)
+    mapping = _mapping_for(cascade, arch, args.mapping, args.objective)
+    report = run_sim(cascade, arch, mapping)
+    print(report.render_table())
+    if args.json:
+        Path(args.json).write_text(report.to_json())
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from explore.sweep import load_sweep, run_sweep
+
+    spec = load_sweep(args.sweep)
+    summary = run_sweep(spec, args.db, scheduler=args.scheduler, workers=args.workers, progress=not args.quiet)
+    print(f"sweep {spec.name}: {summary.total} points, {summary.skipped} already done, {summary.ok} ok, "
+          f"{summary.failed} failed -> {args.db}")
+    return 0 if summary.failed == 0 else 1
+
+
+def cmd_report(args) -> int:
+    from explore.report import write_report
+
+    for p in write_report(args.db, args.outdir):
+        print(f"wrote {p}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from explore.demo import run_demo
+
+    return run_demo(quick=args.quick)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="einsynth", description="Extended-Einsum cascades -> ILP mapping -> "
                                 "cycle-level simulation -> RTL")
@@ -90,12 +161,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workdir", default=None, help="keep build products here (default: a temporary dir)")
     s.set_defaults(fn=cmd_verify)
 
-    for extra in _EXTRA_COMMANDS:
-        extra(sub)
+    s = sub.add_parser("map", help="map a workload onto an architecture with the ILP")
+    s.add_argument("workload")
+    s.add_argument("--arch", required=True)
+    s.add_argument("--set", action="append", metavar="K=V")
+    s.add_argument("--objective", choices=["latency", "energy", "edp"], default="latency")
+    s.add_argument("--solver", choices=["cbc", "highs"], default="cbc")
+    s.add_argument("--time-limit", type=float, default=None, help="seconds; returns the best incumbent and its gap")
+    s.add_argument("-o", "--output", help="write the mapping YAML here")
+    s.set_defaults(fn=cmd_map)
+
+    s = sub.add_parser("sim", help="simulate a workload on an architecture (cycles, utilization, energy)")
+    s.add_argument("workload")
+    s.add_argument("--arch", required=True)
+    s.add_argument("--set", action="append", metavar="K=V")
+    s.add_argument("--mapping", help="a mapping YAML (default: run the ILP mapper)")
+    s.add_argument("--objective", choices=["latency", "energy", "edp"], default="latency")
+    s.add_argument("--json", help="write the report as JSON here")
+    s.set_defaults(fn=cmd_sim)
+
+    s = sub.add_parser("sweep", help="run a design-space sweep into a SQLite results store")
+    s.add_argument("sweep", help="a sweep YAML file")
+    s.add_argument("--db", default="results.sqlite")
+    s.add_argument("--scheduler", default=None, help="a Dask scheduler address, tcp://HOST:PORT")
+    s.add_argument("--workers", type=int, default=None, help="local worker processes (default: CPU count)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(fn=cmd_sweep)
+
+    s = sub.add_parser("report", help="tables and plots from a results store")
+    s.add_argument("db")
+    s.add_argument("-o", "--outdir", required=True)
+    s.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser("demo", help="the main job on built-in defaults")
+    s.add_argument("--quick", action="store_true", help="smaller shapes")
+    s.set_defaults(fn=cmd_demo)
     return p
-
-
-_EXTRA_COMMANDS: list = []
 
 
 def main(argv=None) -> int:

@@ -329,6 +329,16 @@ def test_int64_and_int32_encode_exactly():
     assert int32.encode([-1, 2 ** 40]).tolist() == [2 ** 32 - 1, 2 ** 31 - 1]
 
 
+@pytest.mark.parametrize("name", ["int4", "int64", "ternary", "e4m3", "fp16", "fp64", "bitmod-fp4"])
+def test_shapes_are_kept(name):
+    fmt = get_format(name)
+    assert fmt.encode(1.0).shape == () and fmt.decode(fmt.encode(1.0)) == 1
+    assert fmt.encode([]).shape == (0,) and fmt.decode([]).shape == (0,)
+    strided = np.arange(24.0).reshape(4, 6)[:, ::2] / 8
+    assert np.array_equal(fmt.encode(strided), fmt.encode(strided.copy()))
+    assert fmt.encode(strided).shape == (4, 3) and fmt.encode(strided).dtype == fmt.code_dtype
+
+
 def test_code_errors():
     with pytest.raises(FormatError, match=r"^code 16 does not fit int4 \(4 bits\)$"):
         get_format("int4").decode([3, 16])
@@ -338,7 +348,8 @@ def test_code_errors():
         get_format("ternary").decode([0, 2])
     with pytest.raises(FormatError, match=r"^e2m1 codes must be integers, not float64$"):
         get_format("e2m1").decode([1.0])
-    with pytest.raises(FormatError, match=r"^codes\(\) enumerates formats of at most 16 bits, not fp32 \(32 bits\)$"):
+    with pytest.raises(FormatError,
+                       match=r"^codes\(\) enumerates formats of at most 16 bits, not fp32 \(32 bits\)$"):
         get_format("fp32").codes()
 
 
@@ -434,7 +445,8 @@ def test_csd_terms_are_minimal_and_non_adjacent(name):
 
 
 def test_pow2_terms_errors():
-    with pytest.raises(FormatError, match=r"^pow2_terms cannot decompose bf16: its integer-scaled values exceed 62 bits$"):
+    with pytest.raises(FormatError,
+                       match=r"^pow2_terms cannot decompose bf16: its integer-scaled values exceed 62 bits$"):
         pow2_terms("bf16", [1])
     with pytest.raises(FormatError, match=r"^pow2_terms supports integer formats of at most 32 bits, not int64$"):
         pow2_terms("int64", [1])
@@ -454,9 +466,15 @@ def test_bitmod_special_code_decodes_to_the_special(name):
         assert fmt.decode([fmt.special_code, 1], special=special).tolist() == [special, fmt.base.decode(1)]
         assert fmt.encode(special, special=special) == fmt.special_code
     per_element = np.array(fmt.candidates)
-    assert np.array_equal(fmt.decode(np.full(len(per_element), fmt.special_code), special=per_element), per_element)
+    special_codes = np.full(len(per_element), fmt.special_code)
+    assert np.array_equal(fmt.decode(special_codes, special=per_element), per_element)
     assert fmt.encode(-0.0) == 0 and fmt.encode(-1e-9) == 0  # the -0 code never means zero
-    with pytest.raises(FormatError, match=rf"^code {fmt.special_code} of {name} is the special-value code; pass special=$"):
+    high = max(fmt.candidates)
+    below = fmt.base.values()[fmt.base.values() < high].max()
+    tie = (below + high) / 2  # halfway between the special and a base value: the base value wins
+    assert fmt.quantize([tie, np.nextafter(tie, high)], special=high).tolist() == [below, high]
+    with pytest.raises(FormatError,
+                       match=rf"^code {fmt.special_code} of {name} is the special-value code; pass special=$"):
         fmt.decode([fmt.special_code])
     with pytest.raises(FormatError, match=rf"^special value 1.0 is not a candidate of {name} \("):
         fmt.decode([fmt.special_code], special=1.0)
@@ -588,9 +606,11 @@ def test_group_quantization_errors():
         quantize_groups(x, "int4", 4, axis=2)
     with pytest.raises(FormatError, match=r"^asymmetric quantization needs an integer format, not e2m1$"):
         quantize_groups(x, "e2m1", 4, symmetric=False)
-    with pytest.raises(FormatError, match=r"^symmetric quantization needs a signed format with a positive range, not uint4$"):
+    with pytest.raises(FormatError,
+                       match=r"^symmetric quantization needs a signed format with a positive range, not uint4$"):
         quantize_groups(x, "uint4", 4)
-    with pytest.raises(FormatError, match=r"^scale_format must be a float or integer format with a positive range, not bitmod-fp4$"):
+    with pytest.raises(FormatError, match=r"^scale_format must be a float or integer format with a positive "
+                                          r"range, not bitmod-fp4$"):
         quantize_groups(x, "int4", 4, scale_format="bitmod-fp4")
     with pytest.raises(FormatError, match=r"^x must be finite, not nan$"):
         quantize_groups(np.array([1.0, np.nan]), "int4", 4)
@@ -600,6 +620,8 @@ def test_group_quantization_errors():
         quantize_groups(x, "int33", 4)
     with pytest.raises(FormatError, match=r"^x must have at least one dimension, not a scalar$"):
         quantize_groups(1.0, "int4", 4)
+    with pytest.raises(FormatError, match=r"^the grouped axis must have at least one element, not 0$"):
+        quantize_groups(np.ones((3, 0)), "int4", 4)
 
 
 # --- binary-coding quantization ----------------------------------------------------------------
@@ -639,12 +661,20 @@ def test_bcq_shapes_signs_and_pow2_alphas():
 
 
 def test_bcq_one_bit_is_sign_times_mean_magnitude():
-    w = np.random.default_rng(10).standard_normal((2, 10))
-    bcq = bcq_quantize(w, 1, 4)
+    w = np.random.default_rng(10).standard_normal((6, 10)) * np.arange(1, 7)[:, None]
     starts = np.arange(0, 10, 4)
-    expected = np.add.reduceat(np.abs(w), starts, axis=-1) / np.diff(np.append(starts, 10))
-    assert np.allclose(bcq.alphas[0], expected, rtol=1e-12)
+    mean = np.add.reduceat(np.abs(w), starts, axis=-1) / np.diff(np.append(starts, 10))
+    bcq = bcq_quantize(w, 1, 4)
+    assert np.allclose(bcq.alphas[0], mean, rtol=1e-12)
     assert np.array_equal(bcq.signs[0], np.where(w >= 0, 1, -1))
+    # pow2: the power of two (below or above the mean) with the smaller squared error
+    pow2 = bcq_quantize(w, 1, 4, pow2_scales=True)
+    below = 2.0 ** np.floor(np.log2(mean))
+    error = lambda alpha: np.add.reduceat((np.abs(w) - np.repeat(alpha, 4, -1)[:, :10]) ** 2, starts, -1)  # noqa: E731
+    expected = np.where(error(2 * below) < error(below), 2 * below, below)
+    assert not np.array_equal(expected, below)  # both roundings occur in this sample
+    assert np.array_equal(pow2.alphas[0], expected)
+    assert np.array_equal(pow2.signs[0], np.where(w >= 0, 1, -1))
 
 
 def test_bcq_refined_signs_are_the_nearest_level():
