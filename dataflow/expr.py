@@ -179,7 +179,8 @@ class _Converter:
             return Fixed(node.value)
         if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)) \
                 and isinstance(node.left, ast.Name) and node.left.id[0].islower() \
-                and isinstance(node.right, ast.Constant) and isinstance(node.right.value, int):
+                and isinstance(node.right, ast.Constant) and isinstance(node.right.value, int) \
+                and not isinstance(node.right.value, bool):
             off = node.right.value if isinstance(node.op, ast.Add) else -node.right.value
             return Var(node.left.id, off)
         if isinstance(node, ast.Subscript):
@@ -222,7 +223,9 @@ class _Converter:
         if isinstance(node, ast.Compare):
             if len(node.ops) != 1:
                 raise self.fail("chained comparisons are not supported")
-            name = COMPARE_NAMES[type(node.ops[0]).__name__]
+            name = COMPARE_NAMES.get(type(node.ops[0]).__name__)
+            if name is None:
+                raise self.fail(f"unsupported comparison {type(node.ops[0]).__name__}")
             return Call(name, (self.expr(node.left), self.expr(node.comparators[0])))
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name) or node.keywords:
@@ -245,7 +248,8 @@ def parse_einsum(text: str) -> tuple[Access, Expr]:
     try:
         tree = ast.parse(text.strip(), mode="exec")
     except SyntaxError as exc:
-        raise CascadeError(f"syntax error at column {exc.offset} in {text!r}") from None
+        at = f"at column {exc.offset}" if exc.offset else f"({exc.msg})"
+        raise CascadeError(f"syntax error {at} in {text!r}") from None
     if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assign) or len(tree.body[0].targets) != 1:
         raise CascadeError(f"an einsum must have the form 'OUT[...] = expression', not {text!r}")
     assign = tree.body[0]

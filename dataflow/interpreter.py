@@ -356,6 +356,8 @@ def _eval_space(cascade: Cascade, e: Einsum, env, fixed, integer: bool):
         if any(l != space.vars and len(set(l)) != len(l) for _, l in operands) or any(
                 l == space.vars and any(isinstance(i, Gather) for i in a.indices) for (_, l), a in zip(operands, terms[0])):
             operands = None
+        if operands is not None and not set(space.out_vars) <= {v for _, l in operands for v in l}:
+            operands = None  # an output rank no operand carries: broadcast in the generic path
         if operands is not None:
             for ov, iv, psize, isize in red_pairs:
                 # Padding is zero in every stored tensor, so a product that carries both

@@ -29,6 +29,9 @@ from .operators import OPERATORS, get_reducer
 
 __all__ = ["Tensor", "Einsum", "Cascade", "make_cascade", "expr_is_integer"]
 
+# Operators whose last argument is a format name (the only place a string may appear).
+_FORMAT_OPS = ("decode", "quantize", "term_sign", "term_shift", "bitplane")
+
 
 @dataclass(frozen=True)
 class Tensor:
@@ -226,6 +229,13 @@ def make_cascade(
     partitions = dict(partitions or {})
     sizes = dict(shapes)
 
+    def check_size(rank, size):
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+            raise CascadeError(f"{locate('shapes', rank)}: size of rank {rank} must be a positive integer, not {size!r}")
+
+    for rank, size in sizes.items():
+        check_size(rank, size)  # before the partitions divide by them
+
     # -- partitions: M -> (M1, M0) with M0 given and M1 = ceil(M / M0)
     for parent, children in partitions.items():
         where = locate("partitions", parent)
@@ -233,6 +243,7 @@ def make_cascade(
                 and all(isinstance(c, str) for c in children)):
             raise CascadeError(f"{where}: a partition must name two ranks [outer, inner], not {children!r}")
         outer, inner = children
+        partitions[parent] = (outer, inner)  # YAML gives lists; the dim checks compare tuples
         if parent not in sizes:
             raise CascadeError(f"{where}: partitioned rank {parent!r} has no size")
         if inner not in sizes:
@@ -241,8 +252,7 @@ def make_cascade(
             raise CascadeError(f"{where}: outer rank {outer!r} is derived as ceil({parent}/{inner}); do not give its size")
         sizes[outer] = -(-sizes[parent] // sizes[inner])
     for rank, size in sizes.items():
-        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-            raise CascadeError(f"{locate('shapes', rank)}: size of rank {rank} must be a positive integer, not {size!r}")
+        check_size(rank, size)
 
     from .formats import get_format
     from .errors import FormatError
@@ -280,14 +290,19 @@ def make_cascade(
 
     for e in einsums:
         where = locate("einsums", e.name)
+        format_args = {id(n.args[-1]) for n in walk(e.expr)
+                       if isinstance(n, Call) and n.op in _FORMAT_OPS and n.args}
         for n in walk(e.expr):
+            if isinstance(n, Const) and isinstance(n.value, str) and id(n) not in format_args:
+                raise CascadeError(f"{where}: the string {n.value!r} is not a value; strings name formats "
+                                   f"as the last argument of {', '.join(_FORMAT_OPS)} in {e.text!r}")
             if isinstance(n, Ref):
                 check_access(where, n.access, e)
             elif isinstance(n, (Coord,)) and n.var.upper() not in sizes:
                 raise CascadeError(f"{where}: rank {n.var.upper()!r} has no size in {e.text!r}")
             elif isinstance(n, Shape) and n.rank not in sizes:
                 raise CascadeError(f"{where}: unknown shape constant {n.rank!r} in {e.text!r}")
-            elif isinstance(n, Call) and n.op in ("decode", "quantize", "term_sign", "term_shift", "bitplane"):
+            elif isinstance(n, Call) and n.op in _FORMAT_OPS:
                 fmt_arg = n.args[-1]
                 if not (isinstance(fmt_arg, Const) and isinstance(fmt_arg.value, str)):
                     raise CascadeError(f"{where}: the last argument of {n.op} must be a format name in {e.text!r}")
@@ -345,8 +360,12 @@ def make_cascade(
             raise CascadeError(f"{where}.init: only an einsum written at an offset (an iterative rank) takes init")
         if e.until is not None:
             iv = rv or next((i.var for i in e.output.indices if i.offset > 0), None)
-            if iv is None or not (0 <= e.until <= sizes[iv.upper()]):
-                raise CascadeError(f"{where}.until: must be between 0 and the iterative rank's size, not {e.until!r}")
+            if iv is None:
+                raise CascadeError(f"{where}.until: only an einsum written at an offset (an iterative rank) "
+                                   f"takes until, not {e.text or e.name!r}")
+            if not (0 <= e.until <= sizes[iv.upper()]):
+                raise CascadeError(f"{where}.until: must be between 0 and the size of the iterative rank "
+                                   f"{iv.upper()} ({sizes[iv.upper()]}), not {e.until!r}")
         for acc in e.input_accesses + [e.output]:
             ext = extents[acc.tensor]
             for dim, idx in enumerate(_dims_of(tensors[acc.tensor], acc, partitions)):
@@ -356,7 +375,8 @@ def make_cascade(
                 if kind == "var" and value.offset != 0:
                     hi = value.offset + sizes[value.rank]
                     if value.offset < 0 or hi > ext[dim]:
-                        raise CascadeError(f"{where}: {acc} reads past the end of rank {value.rank} "
+                        side = "before the start" if value.offset < 0 else "past the end"
+                        raise CascadeError(f"{where}: {acc} reads {side} of rank {value.rank} "
                                            f"(extent {ext[dim]}) in {e.text!r}")
                 elif kind == "fixed" and not (0 <= value < ext[dim]):
                     raise CascadeError(f"{where}: coordinate {value} is outside rank "

@@ -19,7 +19,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from .errors import CascadeError, EinsynthError
+from .errors import CascadeError, EinsynthError, FormatError
+from .formats import get_format
 from .expr import parse_einsum
 from .ir import Cascade, Einsum, Tensor, make_cascade
 
@@ -41,15 +42,28 @@ class _Located:
     def __init__(self, path: str | None):
         self.path = path
         self.lines: dict[tuple, int] = {}
+        self._open: set[int] = set()  # collections being recorded (to catch recursive aliases)
+        self._done: set[int] = set()  # collections already recorded once (aliases are not re-walked)
 
     def record(self, node, key=()):
         self.lines[key] = node.start_mark.line + 1
+        if id(node) in self._open:
+            raise CascadeError(f"{self.where(*key)}: a YAML alias may not refer to a node that contains it")
+        if id(node) in self._done:
+            return
+        self._open.add(id(node))
+        self._record_children(node, key)
+        self._open.discard(id(node))
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            self._done.add(id(node))
+
+    def _record_children(self, node, key):
         if isinstance(node, yaml.MappingNode):
             seen = set()
             for k, v in node.value:
                 kv = k.value if isinstance(k, yaml.ScalarNode) else str(k)
                 if kv in seen:
-                    raise CascadeError(f"{self.path}:{k.start_mark.line + 1}: {_fmt_key(key + (kv,))}: "
+                    raise CascadeError(f"{self.path or '<cascade>'}:{k.start_mark.line + 1}: {_fmt_key(key + (kv,))}: "
                                        f"duplicate key {kv!r}")
                 seen.add(kv)
                 self.record(v, key + (kv,))
@@ -90,7 +104,10 @@ def parse_cascade(text: str, path: str | None = None, overrides: Mapping[str, An
     try:
         data = yaml.SafeLoader(text).construct_document(node)
     except yaml.YAMLError as exc:
-        raise CascadeError(f"{path or '<cascade>'}: YAML error: {str(exc).splitlines()[0]}") from None
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise CascadeError(f"{path or '<cascade>'}{line}: YAML error: {problem}") from None
     return cascade_from_dict(data, overrides=overrides, loc=loc)
 
 
@@ -121,8 +138,15 @@ def cascade_from_dict(data: Any, overrides: Mapping[str, Any] | None = None, loc
         elif k in raw_shapes:
             raw_shapes[k] = v
         else:
-            known = ", ".join(list(raw_shapes) + list(params))
-            raise CascadeError(f"{loc.where('shapes')}: unknown shape {k!r} for cascade {name}; its shapes are {known}")
+            derived = {c[0]: parent for parent, c in _mapping(data, "partitions", loc).items()
+                       if isinstance(c, list) and c}
+            if k in derived:
+                raise CascadeError(f"{loc.where('partitions', derived[k])}: rank {k!r} is derived from the "
+                                   f"partition of {derived[k]}; set {derived[k]} or the inner rank instead")
+            known = f"its shapes are {', '.join(raw_shapes) or '(none)'}"
+            if params:
+                known += f" and its params {', '.join(params)}"
+            raise CascadeError(f"{loc.where('shapes')}: unknown shape {k!r} for cascade {name}; {known}")
     for k in raw_shapes:
         if not (isinstance(k, str) and k.isidentifier() and k[0].isupper()):
             raise CascadeError(f"{loc.where('shapes', k)}: rank names are upper-case identifiers, not {k!r}")
@@ -130,6 +154,10 @@ def cascade_from_dict(data: Any, overrides: Mapping[str, Any] | None = None, loc
 
     partitions = _mapping(data, "partitions", loc)
     default_format = _subst(data.get("default_format", "fp32"), params, loc, ("default_format",))
+    try:
+        get_format(default_format)
+    except FormatError as exc:
+        raise CascadeError(f"{loc.where('default_format')}: {exc}") from None
 
     tensors = {}
     for tname, spec in _mapping(data, "tensors", loc).items():
@@ -150,10 +178,19 @@ def cascade_from_dict(data: Any, overrides: Mapping[str, Any] | None = None, loc
         tensors[tname] = Tensor(tname, tuple(ranks), fmt)
 
     raw_einsums = data.get("einsums")
+    if "einsums" not in data:
+        raise CascadeError(f"{loc.where()}: missing field 'einsums' (a list of 'OUT[...] = expression' strings)")
     if not isinstance(raw_einsums, list) or not raw_einsums:
         raise CascadeError(f"{loc.where('einsums')}: must be a non-empty list of einsums, not {raw_einsums!r}")
     einsums = []
     index_of = {}
+    defined_at = {}
+    # `until` may name the outer rank of a partition (`until: M1 - 1`), which make_cascade derives
+    until_shapes = dict(shapes)
+    for parent, children in partitions.items():
+        if (isinstance(children, list) and len(children) == 2 and all(c in shapes for c in (parent, children[1]))
+                and isinstance(shapes[children[1]], int) and shapes[children[1]] > 0):
+            until_shapes.setdefault(children[0], -(-shapes[parent] // shapes[children[1]]))
     for i, item in enumerate(raw_einsums):
         where = loc.where("einsums", i)
         if isinstance(item, str):
@@ -170,6 +207,10 @@ def cascade_from_dict(data: Any, overrides: Mapping[str, Any] | None = None, loc
         except CascadeError as exc:
             raise CascadeError(f"{loc.where('einsums', i, 'einsum')}: {exc}") from None
         expr = _subst_expr(expr, params, loc, ("einsums", i, "einsum"))
+        if out.tensor in defined_at:
+            raise CascadeError(f"{where}: tensor {out.tensor} is defined twice "
+                               f"(also by einsums[{defined_at[out.tensor]}])")
+        defined_at[out.tensor] = i
         ename = item.get("name", out.tensor)
         if not isinstance(ename, str):
             raise CascadeError(f"{loc.where('einsums', i, 'name')}: must be a string, not {ename!r}")
@@ -184,7 +225,11 @@ def cascade_from_dict(data: Any, overrides: Mapping[str, Any] | None = None, loc
             init = _number(init, loc, ("einsums", i, "init"))
         until = item.get("until")
         if until is not None:
-            until = _shape_expr(until, shapes, loc, ("einsums", i, "until"))
+            try:
+                until = _shape_expr(until, until_shapes, loc, ("einsums", i, "until"))
+            except KeyError as exc:
+                raise CascadeError(f"{loc.where('einsums', i, 'until')}: unknown shape {exc.args[0]!r} "
+                                   f"in {until!r}") from None
         einsums.append(Einsum(ename, out, expr, reduce, init, until, text.strip()))
 
     def locate(kind, key):
@@ -285,7 +330,10 @@ def _shape_expr(value, shapes, loc, key) -> int:
                 raise KeyError(n.id)
             return shapes[n.id]
         if isinstance(n, ast.BinOp) and type(n.op) in _SHAPE_OPS:
-            return _SHAPE_OPS[type(n.op)](ev(n.left), ev(n.right))
+            left, right = ev(n.left), ev(n.right)
+            if isinstance(n.op, ast.Pow) and right > 64:  # a size past 2**64 is a typo; don't hang on it
+                raise CascadeError(f"{loc.where(*key)}: exponent {right} is too large in {value!r}")
+            return _SHAPE_OPS[type(n.op)](left, right)
         if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div):
             return -(-ev(n.left) // ev(n.right))  # ceil division, as a partition does
         if (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in _FORMAT_SHAPES

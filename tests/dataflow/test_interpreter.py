@@ -209,3 +209,17 @@ einsums:
     out = evaluate(c, {"X": x})
     np.testing.assert_array_equal(out["S"][4], x[:4].sum(0))
     np.testing.assert_array_equal(out["S"][5], 0)
+
+
+def test_output_rank_missing_from_the_body_broadcasts():
+    from dataflow.parser import parse_cascade
+
+    c = parse_cascade("""
+shapes: {M: 3, N: 4, K: 5}
+tensors: {X: [M, K]}
+einsums:
+  - Y[m, n] = X[m, k] * 2
+""", path="bcast.yaml")
+    x = np.arange(15, dtype=float).reshape(3, 5)
+    out = evaluate(c, {"X": x})
+    np.testing.assert_array_equal(out["Y"], np.repeat((2 * x.sum(1))[:, None], 4, axis=1))
