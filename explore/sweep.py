@@ -172,7 +172,8 @@ def build_arch(arch: str, overrides: Mapping[str, Any]):
     d = base.to_dict()
     for k, v in overrides.items():
         _set_path(d, k, v)
-    d["name"] = base.name + "".join(f"+{k}={v}" for k, v in sorted(overrides.items()))
+    if "name" not in overrides:
+        d["name"] = base.name + "".join(f"+{k}={v}" for k, v in sorted(overrides.items()))
     return architecture_from_dict(d)
 
 

@@ -1,0 +1,1 @@
+"""einsynth hw package."""
