@@ -293,6 +293,8 @@ _FORMAT_SHAPES = {
     "bits": lambda f: f.bits,
     "serial_terms": lambda f: f.serial_terms,
     "integer_scale": lambda f: int(f.integer_scale),
+    # the code of value 0 in offset binary: 2^(bits-1) for signed integers, 0 for unsigned
+    "zero_code": lambda f: (1 << (f.bits - 1)) if f.is_integer and f.signed else 0,
 }
 
 

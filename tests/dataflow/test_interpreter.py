@@ -112,7 +112,7 @@ def test_mpgemm_bitserial_exact(wfmt, afmt, M, N, K, group, seed):
 
 
 @SETTINGS
-@given(wfmt=st.sampled_from(INT_WEIGHTS + ["ternary"]), afmt=st.sampled_from(["int4", "int8"]),
+@given(wfmt=st.sampled_from(INT_WEIGHTS + ["ternary", "uint1", "uint2", "uint3", "uint4"]), afmt=st.sampled_from(["int4", "int8"]),
        M=st.integers(1, 8), N=st.integers(1, 8), K=st.integers(1, 70), KL=st.integers(1, 5),
        seed=st.integers(0, 2 ** 16))
 def test_mpgemm_lut_exact(wfmt, afmt, M, N, K, KL, seed):
