@@ -89,7 +89,8 @@ class LutParams:
 
     ``act_bits``: signed activation width; ``weight_format``: one of
     :data:`SUPPORTED_WEIGHT_FORMATS` (``B`` = its bits, 1..4); ``acc_bits``: accumulator width;
-    ``lanes``: activations per step (a multiple of ``lut_k``: ``lanes // lut_k`` tables);
+    ``lanes``: activations per step, a multiple of ``lut_k`` (``lanes // lut_k`` tables; default
+    ``lut_k``, one table);
     ``lut_k``: activations per table (the table has ``2**(lut_k-1)`` stored entries);
     ``table_bits``: ``None`` for exact tables, else the width entries are rounded to (8 = INT8).
     """
@@ -97,7 +98,7 @@ class LutParams:
     act_bits: int = 8
     weight_format: str = "int4"
     acc_bits: int = 32
-    lanes: int = 4
+    lanes: Optional[int] = None
     lut_k: int = 4
     table_bits: Optional[int] = None
     kind: str = field(default="lut", init=False)
@@ -106,6 +107,9 @@ class LutParams:
         check_act_bits(self.act_bits)
         lookup_format(self.weight_format, "LUT PE", SUPPORTED_WEIGHT_FORMATS, _SUPPORTED_TEXT)
         check_acc_bits(self.acc_bits)
+        if self.lanes is None:   # one table per step
+            check_positive_int("lut_k", self.lut_k)
+            object.__setattr__(self, "lanes", self.lut_k)
         check_positive_int("lanes", self.lanes)
         check_lut_k(self.lut_k, self.lanes)
         if self.table_bits is not None:
@@ -421,7 +425,7 @@ class TableBank:
     """The precompute and lookup hardware of ``tables`` symmetric tables (shared by the LUT and
     shift-add PEs and the LUT tile). ``entries[t][p]`` are the stored table registers."""
 
-    def __init__(self, m, params, prefix=""):
+    def __init__(self, params, prefix=""):
         self.params = params
         self.entries = [Array(Signal(signed(params.stored_table_bits), name=f"{prefix}table{t}_{p}")
                               for p in range(params.table_entries)) for t in range(params.tables)]
@@ -519,7 +523,7 @@ class LutPE(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self._params
-        bank = TableBank(m, p)
+        bank = TableBank(p)
         timer = StepTimer(m, self.start, p.precompute_cycles, p.lookup_cycles, skip_first=self.reuse_table)
         activations = [self.a[l] for l in range(p.lanes)]
         with m.If(timer.phase0):
@@ -586,7 +590,7 @@ class LutTile(wiring.Component):
         flip = (1 << (bits - 1)) if p.weight_signed else 0
         plane = timer.index[:max((bits - 1).bit_length(), 1)]
         for row in range(tile.m):
-            bank = TableBank(m, p, prefix=f"r{row}_")
+            bank = TableBank(p, prefix=f"r{row}_")
             with m.If(timer.phase0):
                 bank.write(m, [self.a[row][l] for l in range(p.lanes)], timer.index[:max(p.lut_k - 1, 1)])
             zero = sum(bank.entries[t][0] for t in range(p.tables))

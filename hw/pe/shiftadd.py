@@ -26,9 +26,9 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from dataflow.errors import SpecError
-from hw.pe.base import (PECost, activation_steps, check_acc_bits, check_act_bits, check_positive_int,
+from hw.pe.base import (PECost, check_acc_bits, check_act_bits, check_positive_int,
                         pack_lanes, pe_signature, weight_steps, wrap)
-from hw.pe.lut import (MAX_LUT_K, StepTimer, TableBank, check_lut_k, golden_tables, lookup_format,
+from hw.pe.lut import (StepTimer, TableBank, check_lut_k, golden_tables, lookup_format,
                        plane_patterns, precompute_cost, signed_bits, table_lookup)
 
 __all__ = ["ShiftAddParams", "ShiftAddPE", "golden_step", "golden_gemm", "weight_values", "cost",
@@ -44,16 +44,17 @@ class ShiftAddParams:
     """Parameters of the shift-add PE.
 
     ``act_bits``: signed activation width; ``weight_format``: ``uintI`` with ``I`` binary matrices
-    (1..8); ``acc_bits``: accumulator width; ``lanes``: activations per step (a multiple of
-    ``lut_k``); ``lut_k``: activations per table; ``exp_bits``: width of each signed exponent
-    (1..5, shifts up to ``2**exp_bits - 1``); ``group_size``: weights per exponent group along K
-    (``None``: one exponent per output column and binary matrix; else a multiple of ``lanes``).
+    (1..8); ``acc_bits``: accumulator width; ``lanes``: activations per step, a multiple of
+    ``lut_k`` (default ``lut_k``, one table); ``lut_k``: activations per table; ``exp_bits``:
+    width of each signed exponent (1..5, shifts up to ``2**exp_bits - 1``); ``group_size``:
+    weights per exponent group along K (``None``: one exponent per output column and binary
+    matrix; else a multiple of ``lanes``).
     """
 
     act_bits: int = 8
     weight_format: str = "uint3"
     acc_bits: int = 32
-    lanes: int = 4
+    lanes: Optional[int] = None
     lut_k: int = 4
     exp_bits: int = 4
     group_size: Optional[int] = None
@@ -66,6 +67,9 @@ class ShiftAddParams:
         check_act_bits(self.act_bits)
         lookup_format(self.weight_format, "shift-add PE", SUPPORTED_WEIGHT_FORMATS, _SUPPORTED_TEXT)
         check_acc_bits(self.acc_bits)
+        if self.lanes is None:   # one table per step
+            check_positive_int("lut_k", self.lut_k)
+            object.__setattr__(self, "lanes", self.lut_k)
         check_positive_int("lanes", self.lanes)
         check_lut_k(self.lut_k, self.lanes)
         check_positive_int("exp_bits", self.exp_bits)
@@ -313,7 +317,7 @@ class ShiftAddPE(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self._params
-        bank = TableBank(m, p)
+        bank = TableBank(p)
         timer = StepTimer(m, self.start, p.precompute_cycles, p.planes, skip_first=self.reuse_table)
         with m.If(timer.phase0):
             bank.write(m, [self.a[l] for l in range(p.lanes)], timer.index[:max(p.lut_k - 1, 1)])
