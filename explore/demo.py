@@ -4,7 +4,8 @@ The question it answers: *on a 128×128 array of LUT-based PEs, how fast and at 
 2-bit-weight Llama layer run, and does the RTL really do that?*
 
 1. the workload: the seven linear projections of a Llama-2-7B decoder layer (Q, K, V, O, gate,
-   up, down) as LUT mpGEMMs with 2-bit weights and int8 activations;
+   up, down) as GEMMs with 2-bit weights and int8 activations, which the LUT PE computes as one
+   block (table precompute, bit-plane lookups, shift-add);
 2. the architecture: the ``lut-tc`` preset resized to a 128×128 array;
 3. the ILP maps each projection and the simulator runs it: cycles, utilization, energy;
 4. the RTL check: a small instance of the same array (same PE, same dataflow) runs random and
@@ -62,7 +63,9 @@ def run_demo(quick: bool = False, out=print) -> int:
     tot_cycles = 0
     tot_energy = 0.0
     for name, m, k, n in llama_projections("llama-2-7b", tokens):
-        cascade = load_cascade("mpgemm-lut", M=m, K=k, N=n, KL=arch.pe.lut_k, wfmt=wfmt)
+        # The LUT PE computes A @ W as one fused block (table precompute, bit-plane lookups and
+        # shift-add); step 5 below checks that block against the fine-grained mpgemm-lut cascade.
+        cascade = load_cascade("gemm", M=m, K=k, N=n, afmt="int8", bfmt=wfmt, zfmt="int32")
         t = time.perf_counter()
         mapping = map_cascade(cascade, arch, objective="latency").mapping
         t_map = time.perf_counter() - t
