@@ -1,0 +1,512 @@
+"""The mapping ILP: build -> (solve, in :mod:`mapper.solver`) -> decode.
+
+CoSA-style (Huang et al., ISCA 2021): every rank's temporal remainder is split between the ``glb``
+and ``dram`` loops by integer prime-factor multiplicities ``nd[e, r, p]`` (how many copies of prime
+``p`` go to the DRAM loop), so GLB capacity is a constraint linear in ``log2(factor) * x``; the PE
+count is bounded the same way in the config choice (``log2`` of the rows and columns used). What
+is not a product is linearized exactly:
+
+* an einsum's compute cycles and unit energy are per-config constants, so a one-hot ``y[e, c]``
+  over the configs prices them exactly (the array's fill and drain are not multiplicative);
+* a DRAM traffic term ``size x prod(dram trips)`` is picked by a one-hot ``z`` over its possible
+  values, tied to the multiplicities prime by prime (values grow with every exponent, so the
+  minimum picks the true one);
+* GLB shares are powers of two (``glb / 2**a``): a one-hot per tensor makes both the per-tensor
+  bound (log domain) and the per-group sum (linear) exact;
+* a fused group's latency is the max of its array work, 1D work and DRAM time; a singleton's is
+  ``max(compute, dram / bandwidth)``.
+
+Each constraint family is one method and every constraint is named ``family[einsum,...]``. The
+model is plain Python (:class:`LinearModel`); only :mod:`mapper.solver` knows PuLP.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .cost import dram_multiplier, memory_widths, _table
+from .space import (
+    CascadeChoice, EinsumChoice, divisors, fusable, group_edges, multiplicity, prime_factors,
+)
+
+__all__ = ["LinearModel", "MappingILP", "OBJECTIVES"]
+
+OBJECTIVES = ("latency", "energy", "edp")
+_EPS = 1e-7
+
+
+@dataclass
+class LinearModel:
+    """A mixed-integer linear program: minimize ``objective`` subject to named constraints."""
+
+    names: list = field(default_factory=list)
+    kinds: list = field(default_factory=list)      # "bin" | "int" | "cont"
+    lower: list = field(default_factory=list)
+    upper: list = field(default_factory=list)
+    constraints: list = field(default_factory=list)  # (name, {var: coef}, sense, rhs)
+    objective: dict = field(default_factory=dict)
+    _index: dict = field(default_factory=dict)
+
+    def var(self, name, kind="bin", lower=0.0, upper=1.0) -> int:
+        if name in self._index:
+            raise ValueError(f"variable {name} defined twice")
+        self._index[name] = len(self.names)
+        self.names.append(name)
+        self.kinds.append(kind)
+        self.lower.append(lower)
+        self.upper.append(upper)
+        return self._index[name]
+
+    def add(self, name, terms, sense, rhs):
+        coefs = {}
+        for v, c in (terms.items() if isinstance(terms, dict) else terms):
+            if c:
+                coefs[v] = coefs.get(v, 0.0) + c
+        if any(n == name for n, *_ in self.constraints[-1:]):
+            raise ValueError(f"constraint {name} defined twice")
+        self.constraints.append((name, coefs, sense, float(rhs)))
+
+    def minimize(self, terms):
+        self.objective = {}
+        for v, c in (terms.items() if isinstance(terms, dict) else terms):
+            if c:
+                self.objective[v] = self.objective.get(v, 0.0) + c
+
+    @property
+    def size(self) -> dict:
+        return {"variables": len(self.names), "binaries": self.kinds.count("bin"),
+                "integers": self.kinds.count("int"), "constraints": len(self.constraints)}
+
+
+class MappingILP:
+    """The ILP of a :class:`~mapper.space.CascadeSpace` for one objective.
+
+    ``latency_cap`` / ``energy_cap`` bound the other objective (the ε-constraint steps of EDP).
+    """
+
+    def __init__(self, space, objective="latency", latency_cap=None, energy_cap=None):
+        if objective not in ("latency", "energy"):
+            raise ValueError(f"objective must be latency or energy, not {objective!r}")
+        self.space = space
+        self.objective = objective
+        self.latency_cap = latency_cap
+        self.energy_cap = energy_cap
+        self.m = LinearModel()
+        self.y, self.st, self.nd, self.keep = {}, {}, {}, {}
+        self.fuse, self.opt, self.share = {}, {}, {}
+        self.latency_terms, self.energy_terms = [], []
+        self.single = {}      # einsum -> [(var, coef)], constant 1 as [] with const flag
+        self.traffic_bytes = {}   # einsum -> [(var, bytes)] singleton DRAM bytes
+        self._prices()
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _prices(self):
+        arch = self.space.arch
+        table = _table(arch.energy_table)
+        widths = memory_widths(arch)
+        width = arch.memory.glb_port_bits
+        gr = table.price("glb_read", capacity_bytes=widths["glb_read"][0], width_bits=width)
+        gw = table.price("glb_write", capacity_bytes=widths["glb_write"][0], width_bits=width)
+        self.pj_glb_read_byte = gr * 8 / width
+        self.pj_glb_write_byte = gw * 8 / width
+        self.pj_dram_read_byte = table.price("dram_read_bit") * 8 + self.pj_glb_write_byte
+        self.pj_dram_write_byte = table.price("dram_write_bit") * 8 + self.pj_glb_read_byte
+        self.table = table
+
+    def config_energy(self, es, cfg) -> float:
+        unit = sum(self.table.energy(cfg.actions, memory_widths(self.space.arch, cfg.unit)).values())
+        out_bits = es.tensors[0].bits
+        in_bits = max((u.bits for u in es.tensors[1:]), default=out_bits)
+        return (unit + cfg.glb_reads * in_bits / 8 * self.pj_glb_read_byte
+                + cfg.glb_writes * out_bits / 8 * self.pj_glb_write_byte)
+
+    def _single_terms(self, name):
+        """``(terms, const)`` of the indicator that einsum ``name`` runs as its own group."""
+        k = self.space.group_of(name)
+        if k is None or k not in self.fuse:
+            return [], 1.0
+        return [(self.fuse[k], -1.0)], 1.0
+
+    # -- build ------------------------------------------------------------------------------------
+    def build(self) -> LinearModel:
+        self._config_choice()
+        self._fusion()
+        self._stationarity()
+        self._dram_split()
+        self._onchip()
+        self._buffer_shares()
+        self._capacity()
+        self._traffic()
+        self._latency()
+        self._energy()
+        self._objective()
+        return self.m
+
+    def _config_choice(self):
+        """one_config[e]: each einsum runs exactly one config; pe_rows/pe_cols[e]: the log2 of the
+        rows and columns a config uses stays within the array's (CoSA's PE-count constraint)."""
+        arch = self.space.arch
+        for name, es in self.space.einsums.items():
+            for ci, cfg in enumerate(es.configs):
+                self.y[name, ci] = self.m.var(f"y[{name},{ci}]")
+            self.m.add(f"one_config[{name}]", [(self.y[name, ci], 1) for ci in range(len(es.configs))], "==", 1)
+            for dim, cap in (("rows", arch.array.rows), ("cols", arch.array.cols), ("lanes", (arch.vector.lanes if arch.vector else 1))):
+                terms = []
+                for ci, cfg in enumerate(es.configs):
+                    used = math.prod(cfg.spatial.get(dim, {}).values())
+                    if cfg.kind == "gemm" and dim == "rows" and arch.array.dataflow != "output-stationary":
+                        used = math.ceil(used / arch.pe_params(es.weight_format).lanes)
+                    if used > 1:
+                        terms.append((self.y[name, ci], math.log2(used)))
+                if terms:
+                    self.m.add(f"pe_{dim}[{name}]", terms, "<=", math.log2(cap) + _EPS)
+
+    def _fusion(self):
+        """one_loop_option[g]: a fused group runs exactly one of its DRAM loop nests;
+        fused_unpadded[e,c]: fused members tile the group's loop ranks without padding (so every
+        member has the same GLB tile along them, as the contract requires)."""
+        for k, g in enumerate(self.space.groups):
+            self.fuse[k] = self.m.var(f"fuse[{k}]")
+            for oi, _ in enumerate(g.options):
+                self.opt[k, oi] = self.m.var(f"loops[{k},{oi}]")
+            self.m.add(f"one_loop_option[{k}]", [(self.opt[k, oi], 1) for oi in range(len(g.options))]
+                       + [(self.fuse[k], -1)], "==", 0)
+            for n in g.einsums:
+                es = self.space.einsums[n]
+                for ci, cfg in enumerate(es.configs):
+                    if not fusable(es, cfg, g.loop_ranks):
+                        self.m.add(f"fused_unpadded[{n},{ci}]", [(self.y[n, ci], 1), (self.fuse[k], 1)], "<=", 1)
+
+    def _stationarity(self):
+        """one_order[e]: an einsum running alone picks one stationary tensor (its DRAM loop order)."""
+        for name, es in self.space.einsums.items():
+            terms, const = self._single_terms(name)
+            for t in es.orders:
+                self.st[name, t] = self.m.var(f"stationary[{name},{t}]")
+            self.m.add(f"one_order[{name}]", [(self.st[name, t], 1) for t in es.orders]
+                       + [(v, -c) for v, c in terms], "==", const)
+
+    def _primes(self, name, r):
+        es = self.space.einsums[name]
+        ps = set()
+        for cfg in es.configs:
+            ps.update(p for p, _ in prime_factors(cfg.positions[r]))
+        k = self.space.group_of(name)
+        if k is not None and k in self.fuse:
+            for o in self.space.groups[k].options:
+                t = o.trips.get(r, 1)
+                ps.update(p for p, _ in prime_factors(t))
+        return sorted(ps)
+
+    def _dram_split(self):
+        """split[e,r,p]: the DRAM trips of rank r divide its positions (prime by prime);
+        group_trip / group_no_trip[e,r,p]: in a fused group they equal the group's loop."""
+        for name, es in self.space.einsums.items():
+            k = self.space.group_of(name)
+            fused = k is not None and k in self.fuse
+            for r in es.ranks:
+                for p in self._primes(name, r):
+                    cap = max([multiplicity(cfg.positions[r], p) for cfg in es.configs] + [0])
+                    big = max(cap, 1) + max([multiplicity(o.trips.get(r, 1), p) for o in
+                                             (self.space.groups[k].options if fused else ())] + [0])
+                    v = self.nd[name, r, p] = self.m.var(f"nd[{name},{r},{p}]", "int", 0, max(cap, 0))
+                    self.m.add(f"split[{name},{r},{p}]", [(v, 1)] + [
+                        (self.y[name, ci], -multiplicity(cfg.positions[r], p)) for ci, cfg in enumerate(es.configs)],
+                        "<=", 0)
+                    if not fused:
+                        continue
+                    g = self.space.groups[k]
+                    if r in g.loop_ranks:
+                        mult = [(self.opt[k, oi], -multiplicity(o.trips.get(r, 1), p)) for oi, o in enumerate(g.options)]
+                        self.m.add(f"group_trip_lo[{name},{r},{p}]", [(v, 1)] + mult, ">=", 0)
+                        self.m.add(f"group_trip_hi[{name},{r},{p}]", [(v, 1)] + mult + [(self.fuse[k], big)],
+                                   "<=", big)
+                    else:
+                        self.m.add(f"group_no_trip[{name},{r},{p}]", [(v, 1), (self.fuse[k], big)], "<=", big)
+
+    def _onchip(self):
+        """keep[t]: an intermediate stays on chip between its producer and its last consumer."""
+        for t in self.space.onchip_candidates:
+            self.keep[t] = self.m.var(f"keep[{t}]")
+
+    def _scopes(self):
+        """Buffer scopes: each einsum alone (active when not fused) and each fused group."""
+        out = []
+        for name, es in self.space.einsums.items():
+            terms, const = self._single_terms(name)
+            out.append((("e", name), [u.tensor for u in es.tensors], terms, const, (name,)))
+        for k, g in enumerate(self.space.groups):
+            tensors = []
+            for n in g.einsums:
+                for u in self.space.einsums[n].tensors:
+                    if u.tensor not in tensors:
+                        tensors.append(u.tensor)
+            out.append((("g", k), tensors, [(self.fuse[k], 1.0)], 0.0, g.einsums))
+        return out
+
+    def _buffer_shares(self):
+        """one_share[s,t]: every tensor of an active scope gets one GLB share glb/2**a;
+        budget[s]: the shares and the on-chip tensors live in the scope fit the buffer."""
+        levels = self.space.options.share_levels
+        glb = self.space.glb_bytes
+        for scope, tensors, act_terms, act_const, members in self._scopes():
+            sname = f"{scope[0]}:{scope[1]}"
+            budget = []
+            for t in tensors:
+                for a in range(levels + 1):
+                    self.share[scope, t, a] = self.m.var(f"share[{sname},{t},{a}]")
+                    budget.append((self.share[scope, t, a], 2.0 ** -a))
+                self.m.add(f"one_share[{sname},{t}]", [(self.share[scope, t, a], 1) for a in range(levels + 1)]
+                           + [(v, -c) for v, c in act_terms], "==", act_const)
+            kept = [(self.keep[x], self.space.footprint[x] / glb) for x in self.keep
+                    if any(n in self.space.live[x] for n in members)]
+            big = sum(c for _, c in kept)
+            # relaxed by `big` when the scope is not active
+            self.m.add(f"budget[{sname}]", budget + kept + [(v, big * c) for v, c in act_terms], "<=",
+                       1 + big * (1 - act_const) + _EPS)
+
+    def _capacity(self):
+        """capacity[e,t]: log2 of the double-buffered GLB tile of tensor t is at most log2 of its share
+        (tile extents in log2: the config's op extent x positions, minus the DRAM prime factors)."""
+        glb = self.space.glb_bytes
+        levels = self.space.options.share_levels
+        for name, es in self.space.einsums.items():
+            k = self.space.group_of(name)
+            for u in es.tensors:
+                terms = []
+                for ci, cfg in enumerate(es.configs):
+                    ext = math.prod(cfg.op_extent[r] * cfg.positions[r] for r in u.ranks)
+                    if ext > 1:
+                        terms.append((self.y[name, ci], math.log2(ext)))
+                for r in u.ranks:
+                    for p in self._primes(name, r):
+                        terms.append((self.nd[name, r, p], -math.log2(p)))
+                for a in range(1, levels + 1):
+                    terms.append((self.share[("e", name), u.tensor, a], a))
+                    if k is not None and k in self.fuse:
+                        terms.append((self.share[("g", k), u.tensor, a], a))
+                base = math.log2(2 * u.bits / 8 * u.fixed_elements)
+                self.m.add(f"capacity[{name},{u.tensor}]", terms, "<=", math.log2(glb) - base + _EPS)
+
+    def _traffic_values(self, name, ranks):
+        """Possible values of the product of the DRAM trips of ``ranks`` (and their exponents)."""
+        es = self.space.einsums[name]
+        vals = {1}
+        for r in ranks:
+            ds = set()
+            for cfg in es.configs:
+                ds.update(divisors(cfg.positions[r]))
+            vals = {a * b for a in vals for b in ds}
+        return sorted(vals)
+
+    def _active(self, name, r):
+        """active[e,r]: 1 when rank r has more than one DRAM trip (a loop of one trip does not exist)."""
+        key = (name, r)
+        if key in self.active:
+            return self.active[key]
+        nds = [(v, p) for (n, rr, p), v in self.nd.items() if n == name and rr == r]
+        if not nds:
+            self.active[key] = None
+            return None
+        a = self.active[key] = self.m.var(f"active[{name},{r}]")
+        big = sum(self.m.upper[v] for v, _ in nds) or 1
+        self.m.add(f"active_hi[{name},{r}]", [(v, 1) for v, _ in nds] + [(a, -big)], "<=", 0)
+        return a
+
+    def _traffic(self):
+        """pick_traffic / traffic_exp[e,u,t,p]: the DRAM bytes of tensor u when t is stationary, by a
+        one-hot over the values of the product of the trips that refetch it; refetch[e,u,t,r] counts
+        an irrelevant loop only when a relevant loop inside it has more than one trip."""
+        space = self.space
+        self.active = {}
+        for name, es in space.einsums.items():
+            self.traffic_bytes[name] = []
+            for t, order in es.orders.items():
+                st = self.st[name, t]
+                for u in es.tensors:
+                    last = max((i for i, r in enumerate(order) if r in u.deps), default=-1)
+                    refetch = [(i, r) for i, r in enumerate(order) if i <= last and r not in u.ranks]
+                    refetch = [(i, r) for i, r in refetch if any((name, r, p) in self.nd for p in self._primes(name, r))]
+                    vals = self._traffic_values(name, [r for _, r in refetch])
+                    size = u.elements(lambda r: es.sizes[r]) * u.bits / 8
+                    keep = self.keep.get(u.tensor)
+                    zs = []
+                    for v in vals:
+                        z = self.m.var(f"z[{name},{u.tensor},{t},{v}]")
+                        zs.append((z, v))
+                        if u.is_output:
+                            self.traffic_bytes[name].append((z, size * (v - 1), size * v))
+                        else:
+                            self.traffic_bytes[name].append((z, size * v, 0.0))
+                    pick = [(z, 1) for z, _ in zs] + [(st, -1)] + ([(keep, 1)] if keep is not None else [])
+                    self.m.add(f"pick_traffic[{name},{u.tensor},{t}]", pick, ">=", 0)
+                    self.m.add(f"one_traffic[{name},{u.tensor},{t}]", [(z, 1) for z, _ in zs], "<=", 1)
+                    # o[i] = 1 when a relevant loop inside position i has more than one trip
+                    outer_on = {}
+                    for i, r in refetch:
+                        if r in u.deps:     # a loop the tile depends on but that does not index it
+                            outer_on[r] = None
+                            continue
+                        inner = [self._active(name, rr) for j, rr in enumerate(order) if j > i and rr in u.deps]
+                        inner = [a for a in inner if a is not None]
+                        if not inner:
+                            continue
+                        o = self.m.var(f"refetch[{name},{u.tensor},{t},{r}]")
+                        for j, a in enumerate(inner):
+                            self.m.add(f"refetch_on[{name},{u.tensor},{t},{r},{j}]", [(o, 1), (a, -1)], ">=", 0)
+                        outer_on[r] = o
+                    primes = sorted({p for v in vals for p, _ in prime_factors(v)})
+                    for p in primes:
+                        counted = []
+                        for _, r in refetch:
+                            if (name, r, p) not in self.nd or r not in outer_on:
+                                continue
+                            nd = self.nd[name, r, p]
+                            if outer_on[r] is None:
+                                counted.append((nd, -1))
+                                continue
+                            cap = self.m.upper[nd]
+                            w = self.m.var(f"refetch_exp[{name},{u.tensor},{t},{r},{p}]", "cont", 0, cap)
+                            self.m.add(f"refetch_lo[{name},{u.tensor},{t},{r},{p}]",
+                                       [(w, 1), (nd, -1), (outer_on[r], -cap)], ">=", -cap)
+                            counted.append((w, -1))
+                        big = max(multiplicity(v, p) for v in vals)
+                        terms = [(z, multiplicity(v, p)) for z, v in zs] + counted + [(st, -big)]
+                        if keep is not None:
+                            terms.append((keep, big))
+                        self.m.add(f"traffic_exp[{name},{u.tensor},{t},{p}]", terms, ">=", -big)
+
+    def _fused_bytes(self, k):
+        """``[(var, read_bytes, write_bytes)]`` of the fused group ``k``'s DRAM traffic."""
+        space = self.space
+        g = space.groups[k]
+        cascade = space.cascade
+        producers = {e.output.tensor: e.name for e in cascade.einsums}
+        consumers = {}
+        for e in cascade.einsums:
+            for a in e.input_accesses:
+                if a.tensor != e.output.tensor:
+                    consumers.setdefault(a.tensor, set()).add(e.name)
+        members = set(g.einsums)
+        out = []
+        for name in g.einsums:
+            es = space.einsums[name]
+            for u in es.tensors:
+                p = producers.get(u.tensor)
+                if p in members and u.tensor not in cascade.outputs:
+                    if p != name or consumers.get(u.tensor, set()) <= members:
+                        continue
+                size = u.elements(lambda r: es.sizes[r]) * u.bits / 8
+                keep = self.keep.get(u.tensor)
+                for oi, o in enumerate(g.options):
+                    trips = {r: o.trips.get(r, 1) for r in es.ranks}
+                    loops = [r for r, _ in o.loops if r in es.ranks]
+                    order = loops + [r for r in es.ranks if r not in loops]
+                    mult = dram_multiplier(u.ranks, trips, order, u.deps)
+                    rb, wb = (size * (mult - 1), size * mult) if u.is_output else (size * mult, 0.0)
+                    if rb == 0 and wb == 0:
+                        continue
+                    if keep is None:
+                        out.append((self.opt[k, oi], rb, wb))
+                    else:
+                        q = self.m.var(f"q[{name},{u.tensor},{oi}]", "cont", 0, 1)
+                        self.m.add(f"fused_offchip[{name},{u.tensor},{oi}]",
+                                   [(q, 1), (self.opt[k, oi], -1), (keep, 1)], ">=", 0)
+                        out.append((q, rb, wb))
+        return out
+
+    def _latency(self):
+        """lat_compute / lat_dram[e]: an einsum alone takes max(compute, DRAM bytes / bandwidth);
+        grp_array / grp_vector / grp_dram[g]: a fused group takes the max of its units' work and its
+        DRAM time, or (grp_serial, grp_waits) the sum of its units' work when an array member
+        consumes, in the same step, what a 1D-array member makes;
+        DRAM time."""
+        space = self.space
+        bpc = space.arch.dram_bytes_per_cycle
+        self.group_bytes = {}
+        yf = {}
+        for k, g in enumerate(space.groups):
+            for n in g.einsums:
+                configs = space.einsums[n].configs
+                for ci in range(len(configs)):
+                    v = yf[n, ci] = self.m.var(f"y_fused[{n},{ci}]", "cont", 0, 1)
+                    self.m.add(f"fused_config[{n},{ci}]", [(v, 1), (self.y[n, ci], -1)], "<=", 0)
+                self.m.add(f"fused_config_sum[{n}]", [(yf[n, ci], 1) for ci in range(len(configs))]
+                           + [(self.fuse[k], -1)], "==", 0)
+        for name, es in space.einsums.items():
+            L = self.m.var(f"latency[{name}]", "cont", 0, None)
+            self.latency_terms.append((L, 1.0))
+            compute = [(self.y[name, ci], cfg.compute_cycles) for ci, cfg in enumerate(es.configs)]
+            compute += [(yf[name, ci], -cfg.compute_cycles) for ci, cfg in enumerate(es.configs) if (name, ci) in yf]
+            self.m.add(f"lat_compute[{name}]", [(L, 1)] + [(v, -c) for v, c in compute], ">=", 0)
+            self.m.add(f"lat_dram[{name}]", [(L, 1)] + [(v, -(rb + wb) / bpc) for v, rb, wb in self.traffic_bytes[name]],
+                       ">=", 0)
+        for k, g in enumerate(space.groups):
+            L = self.m.var(f"latency_group[{k}]", "cont", 0, None)
+            self.latency_terms.append((L, 1.0))
+            for unit in ("array", "vector"):
+                work = [(yf[n, ci], cfg.compute_cycles) for n in g.einsums
+                        for ci, cfg in enumerate(space.einsums[n].configs) if cfg.unit == unit]
+                self.m.add(f"grp_{unit}[{k}]", [(L, 1)] + [(v, -c) for v, c in work], ">=", 0)
+            # the array waiting for the 1D array inside a step serializes the pipeline
+            edges = group_edges(space, g)
+            if edges:
+                serial = self.m.var(f"serial[{k}]")
+                for d, e in edges:
+                    vec = [(self.y[d, ci], 1) for ci, cfg in enumerate(space.einsums[d].configs) if cfg.unit == "vector"]
+                    arr = [(self.y[e, ci], 1) for ci, cfg in enumerate(space.einsums[e].configs) if cfg.unit == "array"]
+                    if vec and arr:
+                        self.m.add(f"grp_waits[{k},{d},{e}]", [(serial, 1)] + [(v, -1) for v, _ in vec + arr], ">=", -1)
+                work = [(yf[n, ci], cfg.compute_cycles) for n in g.einsums
+                        for ci, cfg in enumerate(space.einsums[n].configs)]
+                big = sum(max(cfg.compute_cycles for cfg in space.einsums[n].configs) for n in g.einsums)
+                self.m.add(f"grp_serial[{k}]", [(L, 1)] + [(v, -c) for v, c in work] + [(serial, -big)], ">=", -big)
+            fb = self._fused_bytes(k)
+            self.group_bytes[k] = fb
+            self.m.add(f"grp_dram[{k}]", [(L, 1)] + [(v, -(rb + wb) / bpc) for v, rb, wb in fb], ">=", 0)
+
+    def _energy(self):
+        """Energy terms: config constants (unit actions, GLB traffic of the unit) and DRAM bytes."""
+        for name, es in self.space.einsums.items():
+            for ci, cfg in enumerate(es.configs):
+                self.energy_terms.append((self.y[name, ci], self.config_energy(es, cfg)))
+            for v, rb, wb in self.traffic_bytes[name]:
+                self.energy_terms.append((v, rb * self.pj_dram_read_byte + wb * self.pj_dram_write_byte))
+        for k, fb in self.group_bytes.items():
+            for v, rb, wb in fb:
+                self.energy_terms.append((v, rb * self.pj_dram_read_byte + wb * self.pj_dram_write_byte))
+
+    def _objective(self):
+        """The objective, and the ε-constraint caps (latency_cap / energy_cap) of the EDP walk."""
+        if self.latency_cap is not None:
+            self.m.add("latency_cap", self.latency_terms, "<=", self.latency_cap)
+        if self.energy_cap is not None:
+            self.m.add("energy_cap", self.energy_terms, "<=", self.energy_cap)
+        self.m.minimize(self.latency_terms if self.objective == "latency" else self.energy_terms)
+
+    # -- decode -----------------------------------------------------------------------------------
+    def decode(self, values) -> CascadeChoice:
+        """The :class:`CascadeChoice` of a solution (``values``: one number per variable)."""
+        def on(v):
+            return values[v] > 0.5
+
+        space = self.space
+        fused = tuple((k, oi) for (k, oi), v in self.opt.items() if on(v))
+        fused_groups = {k for k, _ in fused}
+        einsums = []
+        for name, es in space.einsums.items():
+            ci = next(ci for ci in range(len(es.configs)) if on(self.y[name, ci]))
+            trips = {}
+            for r in es.ranks:
+                t = 1
+                for p in self._primes(name, r):
+                    t *= p ** int(round(values[self.nd[name, r, p]]))
+                trips[r] = t
+            k = space.group_of(name)
+            if k is not None and k in fused_groups:
+                stationary = None
+            else:
+                stationary = next(t for t in es.orders if on(self.st[name, t]))
+            einsums.append(EinsumChoice(name, ci, tuple(sorted(trips.items())), stationary))
+        onchip = frozenset(t for t, v in self.keep.items() if on(v))
+        return CascadeChoice(tuple(einsums), fused, onchip)
