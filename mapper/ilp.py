@@ -29,15 +29,38 @@ from .space import (
     CascadeChoice, EinsumChoice, divisors, fusable, group_edges, multiplicity, prime_factors,
 )
 
-__all__ = ["LinearModel", "MappingILP", "OBJECTIVES"]
+__all__ = ["LinearModel", "MappingILP", "OBJECTIVES", "Violation"]
 
 OBJECTIVES = ("latency", "energy", "edp")
 _EPS = 1e-7
 
 
+@dataclass(frozen=True)
+class Violation:
+    """A constraint (or bound / integrality) a point breaks: ``excess`` is by how much, ``relative``
+    the excess over ``max(1, |rhs|, largest |term|)`` (what a solver's tolerance compares)."""
+
+    name: str
+    lhs: float
+    sense: str
+    rhs: float
+    excess: float
+    relative: float
+
+
 @dataclass
 class LinearModel:
-    """A mixed-integer linear program: minimize ``objective`` subject to named constraints."""
+    """A mixed-integer linear program: minimize ``objective`` subject to named constraints.
+
+    ``reduced`` (optional) is an equivalent model over the same variables with a narrower
+    coefficient range, for solvers whose tolerances the full range defeats (HiGHS, see
+    docs/mapper.md): variables whose being nonzero forces the latency above ``cutoff`` are fixed to
+    zero and dropped from every row, big-M's are recomputed from what is left, and rows that cannot
+    bind the objective are dropped (their continuous variables ``implied`` are recomputed by
+    :meth:`complete`). ``cutoff_exact``: the cutoff is a constraint of the model, so no point is
+    lost; otherwise (a heuristic upper bound on the latency objective) the reduced optimum is the
+    full one only when it does not exceed ``cutoff`` (the caller checks).
+    """
 
     names: list = field(default_factory=list)
     kinds: list = field(default_factory=list)      # "bin" | "int" | "cont"
@@ -46,6 +69,10 @@ class LinearModel:
     constraints: list = field(default_factory=list)  # (name, {var: coef}, sense, rhs)
     objective: dict = field(default_factory=dict)
     _index: dict = field(default_factory=dict)
+    reduced: "LinearModel | None" = None
+    cutoff: float | None = None
+    cutoff_exact: bool = True
+    implied: tuple = ()
 
     def var(self, name, kind="bin", lower=0.0, upper=1.0) -> int:
         if name in self._index:
@@ -72,6 +99,52 @@ class LinearModel:
             if c:
                 self.objective[v] = self.objective.get(v, 0.0) + c
 
+    def value(self, values) -> float:
+        """The objective at ``values`` (one number per variable)."""
+        return sum(c * values[v] for v, c in self.objective.items())
+
+    def violations(self, values, tol=1e-9, atol=0.0) -> list:
+        """The constraints, bounds and integralities ``values`` breaks by more than ``tol`` (relative,
+        see :class:`Violation`) and ``atol`` (absolute), worst first: the tolerance report of a
+        solver's answer."""
+        out = []
+        for name, coefs, sense, rhs in self.constraints:
+            terms = [c * values[v] for v, c in coefs.items()]
+            lhs = sum(terms)
+            excess = {"<=": lhs - rhs, ">=": rhs - lhs}.get(sense, abs(lhs - rhs))
+            scale = max([1.0, abs(rhs)] + [abs(t) for t in terms])
+            if excess > max(tol * scale, atol):
+                out.append(Violation(name, lhs, sense, rhs, excess, excess / scale))
+        for i, (name, kind, lo, hi) in enumerate(zip(self.names, self.kinds, self.lower, self.upper)):
+            x = values[i]
+            if lo is not None and x < lo - tol * max(1.0, abs(lo)):
+                out.append(Violation(f"lower[{name}]", x, ">=", lo, lo - x, (lo - x) / max(1.0, abs(lo))))
+            if hi is not None and x > hi + tol * max(1.0, abs(hi)):
+                out.append(Violation(f"upper[{name}]", x, "<=", hi, x - hi, (x - hi) / max(1.0, abs(hi))))
+            if kind != "cont" and abs(x - round(x)) > tol:
+                out.append(Violation(f"integer[{name}]", x, "==", round(x), abs(x - round(x)), abs(x - round(x))))
+        return sorted(out, key=lambda v: -v.relative)
+
+    def complete(self, values) -> tuple:
+        """``values`` with every ``implied`` variable set to the least value its rows allow (each is
+        continuous and relaxes every row it is in as it grows; see :attr:`reduced`)."""
+        x = list(values)
+        for j in self.implied:
+            need = self.lower[j] if self.lower[j] is not None else 0.0
+            for name, coefs, sense, rhs in self.constraints:
+                a = coefs.get(j)
+                if not a:
+                    continue
+                rest = sum(c * x[v] for v, c in coefs.items() if v != j)
+                need = max(need, (rhs - rest) / a)
+            x[j] = need
+        return tuple(x)
+
+    def coefficient_range(self) -> tuple:
+        """``(smallest, largest)`` nonzero ``|coefficient|`` of the rows."""
+        mags = [abs(c) for _, coefs, _, _ in self.constraints for c in coefs.values() if c]
+        return (min(mags), max(mags)) if mags else (0.0, 0.0)
+
     @property
     def size(self) -> dict:
         return {"variables": len(self.names), "binaries": self.kinds.count("bin"),
@@ -82,9 +155,11 @@ class MappingILP:
     """The ILP of a :class:`~mapper.space.CascadeSpace` for one objective.
 
     ``latency_cap`` / ``energy_cap`` bound the other objective (the ε-constraint steps of EDP).
+    ``latency_bound`` is the cutoff of the model's :attr:`~LinearModel.reduced` form when minimizing
+    latency: ``"baseline"`` (the baseline mapping's latency), a number, or None (no cutoff).
     """
 
-    def __init__(self, space, objective="latency", latency_cap=None, energy_cap=None):
+    def __init__(self, space, objective="latency", latency_cap=None, energy_cap=None, latency_bound="baseline"):
         if objective not in ("latency", "energy"):
             raise ValueError(f"objective must be latency or energy, not {objective!r}")
         self.space = space
@@ -97,6 +172,10 @@ class MappingILP:
         self.latency_terms, self.energy_terms = [], []
         self.single = {}      # einsum -> [(var, coef)], constant 1 as [] with const flag
         self.traffic_bytes = {}   # einsum -> [(var, bytes)] singleton DRAM bytes
+        self.latency_bound = latency_bound
+        self.latency_rows = []    # rows "latency var >= sum of a * var" (floors, droppable for energy)
+        self.serial_rows = {}     # group -> (row index, serial var, members)
+        self.yf = {}
         self._prices()
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -140,6 +219,7 @@ class MappingILP:
         self._latency()
         self._energy()
         self._objective()
+        self.m.reduced = self._reduced()
         return self.m
 
     def _config_choice(self):
@@ -433,21 +513,27 @@ class MappingILP:
                     self.m.add(f"fused_config[{n},{ci}]", [(v, 1), (self.y[n, ci], -1)], "<=", 0)
                 self.m.add(f"fused_config_sum[{n}]", [(yf[n, ci], 1) for ci in range(len(configs))]
                            + [(self.fuse[k], -1)], "==", 0)
+        self.yf = yf
+
+        def add_latency_row(name, L, terms):
+            self.latency_rows.append((len(self.m.constraints), L))
+            self.m.add(name, [(L, 1)] + terms, ">=", 0)
+
         for name, es in space.einsums.items():
             L = self.m.var(f"latency[{name}]", "cont", 0, None)
             self.latency_terms.append((L, 1.0))
             compute = [(self.y[name, ci], cfg.compute_cycles) for ci, cfg in enumerate(es.configs)]
             compute += [(yf[name, ci], -cfg.compute_cycles) for ci, cfg in enumerate(es.configs) if (name, ci) in yf]
-            self.m.add(f"lat_compute[{name}]", [(L, 1)] + [(v, -c) for v, c in compute], ">=", 0)
-            self.m.add(f"lat_dram[{name}]", [(L, 1)] + [(v, -(rb + wb) / bpc) for v, rb, wb in self.traffic_bytes[name]],
-                       ">=", 0)
+            add_latency_row(f"lat_compute[{name}]", L, [(v, -c) for v, c in compute])
+            add_latency_row(f"lat_dram[{name}]", L,
+                            [(v, -(rb + wb) / bpc) for v, rb, wb in self.traffic_bytes[name]])
         for k, g in enumerate(space.groups):
             L = self.m.var(f"latency_group[{k}]", "cont", 0, None)
             self.latency_terms.append((L, 1.0))
             for unit in ("array", "vector"):
                 work = [(yf[n, ci], cfg.compute_cycles) for n in g.einsums
                         for ci, cfg in enumerate(space.einsums[n].configs) if cfg.unit == unit]
-                self.m.add(f"grp_{unit}[{k}]", [(L, 1)] + [(v, -c) for v, c in work], ">=", 0)
+                add_latency_row(f"grp_{unit}[{k}]", L, [(v, -c) for v, c in work])
             # the array waiting for the 1D array inside a step serializes the pipeline
             edges = group_edges(space, g)
             if edges:
@@ -460,10 +546,11 @@ class MappingILP:
                 work = [(yf[n, ci], cfg.compute_cycles) for n in g.einsums
                         for ci, cfg in enumerate(space.einsums[n].configs)]
                 big = sum(max(cfg.compute_cycles for cfg in space.einsums[n].configs) for n in g.einsums)
+                self.serial_rows[k] = (len(self.m.constraints), L, serial, g.einsums)
                 self.m.add(f"grp_serial[{k}]", [(L, 1)] + [(v, -c) for v, c in work] + [(serial, -big)], ">=", -big)
             fb = self._fused_bytes(k)
             self.group_bytes[k] = fb
-            self.m.add(f"grp_dram[{k}]", [(L, 1)] + [(v, -(rb + wb) / bpc) for v, rb, wb in fb], ">=", 0)
+            add_latency_row(f"grp_dram[{k}]", L, [(v, -(rb + wb) / bpc) for v, rb, wb in fb])
 
     def _energy(self):
         """Energy terms: config constants (unit actions, GLB traffic of the unit) and DRAM bytes."""
@@ -483,6 +570,82 @@ class MappingILP:
         if self.energy_cap is not None:
             self.m.add("energy_cap", self.energy_terms, "<=", self.energy_cap)
         self.m.minimize(self.latency_terms if self.objective == "latency" else self.energy_terms)
+
+    # -- reduced form (numerics) ---------------------------------------------------------------------
+    def _baseline_latency(self):
+        """The latency the ILP counts for the baseline mapping, or None (no baseline)."""
+        from .cost import predict
+
+        if self.space.default is None:
+            return None
+        try:
+            return predict(self.space.cascade, self.space.arch, self.space.default, self.space).objective_cycles
+        except Exception:  # a baseline the cost model cannot price gives no cutoff
+            return None
+
+    def _reduced(self):
+        """The :attr:`LinearModel.reduced` form, or None when it would equal the model.
+
+        Config compute cycles span 1e2 .. 1e11 (configs using a few PEs of a big einsum) next to
+        binaries, and HiGHS's tolerances (1e-6 relative) then cut off feasible points and accept
+        infeasible ones. Every binary ``v`` of a latency row ``L >= sum a v`` (and every ``y_fused``
+        through its ``y``) has a floor: a point with ``v = 1`` has latency at least ``a``. With a
+        cutoff U (the latency cap of an ε-constraint step: exact; or the baseline's latency when
+        minimizing latency: exact when the reduced optimum is <= U), variables whose floor exceeds U
+        are fixed to 0 and the ``grp_serial`` big-M shrinks to the work of the configs left. When
+        minimizing energy without a latency cap the latency rows cannot bind, so they are dropped
+        and their latency variables recomputed (:meth:`LinearModel.complete`).
+        """
+        m = self.m
+        exact = True
+        if self.latency_cap is not None:
+            cutoff = float(self.latency_cap)
+        elif self.objective == "latency":
+            cutoff = self._baseline_latency() if self.latency_bound == "baseline" else self.latency_bound
+            exact = False
+        else:
+            cutoff = None
+        drop = set()
+        if self.objective == "energy" and self.latency_cap is None:
+            drop = {i for i, _ in self.latency_rows} | {row[0] for row in self.serial_rows.values()}
+            m.implied = tuple(v for v, _ in self.latency_terms)
+        floors = {}
+        for i, _ in self.latency_rows:
+            for v, c in m.constraints[i][1].items():
+                if c < 0 and m.kinds[v] == "bin":
+                    floors[v] = max(floors.get(v, 0.0), -c)
+        for (n, ci), v in self.yf.items():
+            floors[v] = floors.get(self.y[n, ci], 0.0)
+        dead = set()
+        if cutoff is not None and math.isfinite(cutoff):
+            limit = cutoff * (1 + 1e-9) + 1e-9
+            dead = {v for v, f in floors.items() if f > limit}
+        m.cutoff, m.cutoff_exact = cutoff, exact
+        if not dead and not drop:
+            return None
+        serial = {row[0]: row for row in self.serial_rows.values()}
+        constraints = []
+        for i, (name, coefs, sense, rhs) in enumerate(m.constraints):
+            if i in drop:
+                continue
+            kept = {v: c for v, c in coefs.items() if v not in dead}
+            if i in serial:
+                _, _, s, members = serial[i]
+                es = self.space.einsums
+                big = float(sum(max([cfg.compute_cycles for ci, cfg in enumerate(es[n].configs)
+                                     if self.y[n, ci] not in dead] + [0]) for n in members))
+                kept.pop(s, None)
+                if big:
+                    kept[s] = -big
+                rhs = -big
+            if not kept and {"<=": 0 <= rhs, ">=": 0 >= rhs}.get(sense, rhs == 0):
+                continue
+            constraints.append((name, kept or coefs, sense, rhs))
+        upper = list(m.upper)
+        for v in dead:
+            upper[v] = 0.0
+        return LinearModel(names=m.names, kinds=m.kinds, lower=m.lower, upper=upper, constraints=constraints,
+                           objective={v: c for v, c in m.objective.items() if v not in dead}, _index=m._index)
 
     # -- decode -----------------------------------------------------------------------------------
     def decode(self, values) -> CascadeChoice:

@@ -1,0 +1,1 @@
+"""cocotb benches of the hw package: the pytest side (build, run, check)."""
