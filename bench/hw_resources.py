@@ -195,8 +195,8 @@ def render(pe_rows, ref_rows, array_rows, tile_rows, seconds):
         "",
         "### Single PEs",
         "",
-        "| weight bits | PE | format | LUT4 | DFF | DSP | CARRY | generic cells | LUT4 no-DSP | step cycles | MAC/cycle | "
-        "MAC/cycle, table reused |",
+        "| weight bits | PE | format | LUT4 | DFF | DSP | CARRY | generic cells | LUT4 no-DSP | step cycles | "
+        "MAC/cycle | MAC/cycle, table reused |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for config, result in pe_rows:
@@ -269,14 +269,15 @@ def render(pe_rows, ref_rows, array_rows, tile_rows, seconds):
         "",
         "In the array above every LUT PE builds and stores its own table. `LutTile` (the LUT Tensor Core "
         "organization) keeps one table and precompute unit per activation row, read by all lookup units of "
-        "the row; it has no array streams or pipeline registers, so compare it with 16 single PEs.",
+        f"the row; it has no array streams or pipeline registers, so compare it with {pes} single PEs.",
         "",
         "| design | LUT4 | DFF | generic cells | LUT4 no-DSP | LUT4 no-DSP per lookup unit | DFF per lookup unit | "
-        "16 x single LUT PE: LUT4 no-DSP / DFF |",
+        f"{pes} x single LUT PE: LUT4 no-DSP / DFF |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for width, r, pe_alone in tile_rows:
-        lines.append(f"| 4 x 4 tile, int{width} | {r['LUT4']} | {r['DFF']} | {r['cells']} | {r['LUT4_nodsp']} | "
+        lines.append(f"| {ARRAY_SIZE} x {ARRAY_SIZE} tile, int{width} | {r['LUT4']} | {r['DFF']} | {r['cells']} | "
+                     f"{r['LUT4_nodsp']} | "
                      f"{r['LUT4_nodsp'] / pes:.1f} | {r['DFF'] / pes:.1f} | "
                      f"{pes * pe_alone['LUT4_nodsp']} / {pes * pe_alone['DFF']} |")
 

@@ -174,7 +174,7 @@ class MappingILP:
         self.traffic_bytes = {}   # einsum -> [(var, bytes)] singleton DRAM bytes
         self.latency_bound = latency_bound
         self.latency_rows = []    # rows "latency var >= sum of a * var" (floors, droppable for energy)
-        self.serial_rows = {}     # group -> (row index, serial var, members)
+        self.serial_rows = {}     # group -> (row index, latency var, serial var, members)
         self.yf = {}
         self._prices()
 

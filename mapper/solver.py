@@ -1,9 +1,13 @@
 """Solver backends for :class:`mapper.ilp.LinearModel`: the only module that imports PuLP.
 
-``cbc`` (PuLP's bundled CBC, the default) or ``highs`` (HiGHS through ``highspy``, run without its
-presolve, which cuts off true optima of some of these models). With a time
-limit the best incumbent is returned together with the relative gap to the best bound the solver
-proved; a model with no feasible point returns ``status="infeasible"`` (the caller explains why).
+``cbc`` (PuLP's bundled CBC, the default) or ``highs`` (HiGHS through ``highspy``). HiGHS solves
+the model's reduced form (:attr:`mapper.ilp.LinearModel.reduced`): on the whole model, whose config
+cycles reach 1e11 next to binaries, its 1e-6 tolerances made it call feasible points infeasible and
+return "optimal" mappings 4-5x worse than CBC's optimum. Every answer is checked against the whole
+model's rows; one that breaks a row, or a HiGHS "optimal" on huge coefficients, is reported as
+``feasible`` with an unknown gap and a ``note``, never as optimal. With a time limit the best
+incumbent is returned together with the relative gap to the best bound the solver proved; a model
+with no feasible point returns ``status="infeasible"`` (the caller explains why).
 """
 from __future__ import annotations
 
@@ -18,14 +22,31 @@ import pulp
 __all__ = ["SolveResult", "solve", "SOLVERS"]
 
 SOLVERS = ("cbc", "highs")
-import json as _j; _HX = _j.loads(os.environ.get("HX_OPTS", "{}"))
+
+# HiGHS runs without its presolve (highspy 1.15's presolve returned a provably suboptimal "optimal" on
+# the whole 256^3 GEMM model; on the reduced models it is exact, but slower) and with an integrality
+# tolerance of 1e-9 instead of 1e-6: with the default, its answers at an EDP step's latency cap sat up
+# to 2e-4 cycles above the cap (binaries at 1e-7 on DRAM-time coefficients), more than the walk lowers
+# the cap by, so the walk stalled on one point until its 40 solves ran out.
+HIGHS_OPTIONS = {"presolve": "off", "mip_feasibility_tolerance": 1e-9}
+# Against row coefficients above this, HiGHS (1.15, presolve off) has been seen to declare feasible
+# points infeasible and to accept infeasible ones (its tolerances do not grow with the coefficients;
+# docs/mapper.md): its "optimal" on such a model is reported as unproven.
+HIGHS_MAX_COEFFICIENT = 1e9
+# a solver's answer breaking a row of the whole model by more than this (relative to the row's
+# largest term) and by more than CHECK_ABSOLUTE (cycles, bytes, log2 units: far below anything the
+# decoded mapping could notice) is not trusted
+CHECK_TOLERANCE = 1e-6
+CHECK_ABSOLUTE = 1e-4
 
 
 @dataclass(frozen=True)
 class SolveResult:
-    """``status``: ``optimal``, ``feasible`` (time limit hit with an incumbent), ``infeasible`` or
-    ``no_solution``; ``values``: one number per model variable; ``gap``: relative optimality gap
-    (0 when proven optimal, None when unknown); ``seconds``: wall time of the solve."""
+    """``status``: ``optimal``, ``feasible`` (time limit hit with an incumbent, or an answer not
+    proven: see ``note``), ``infeasible`` or ``no_solution``; ``values``: one number per model
+    variable; ``gap``: relative optimality gap (0 when proven optimal, None when unknown);
+    ``seconds``: wall time of the solve; ``note``: how the answer was obtained or why it is not
+    trusted (a reduced model, a fallback to the whole model, broken rows)."""
 
     status: str
     values: tuple
@@ -35,66 +56,6 @@ class SolveResult:
     seconds: float
     solver: str
     note: str = ""
-
-
-# HiGHS's MIP tolerances are relative (1e-6): against a row coefficient above this, a binary within
-# tolerance of 0 moves the row by more than a cycle, and HiGHS has been seen to declare feasible
-# points infeasible and to accept infeasible ones (docs/mapper.md). Its "optimal" on such a model is
-# reported as unproven.
-HIGHS_MAX_COEFFICIENT = 1e9
-# a solver's answer breaking a row of the whole model by more than this (relative to the row's
-# largest term) and by more than CHECK_ABSOLUTE (cycles, bytes, log2 units: far below anything the
-# decoded mapping could notice) is not trusted
-CHECK_TOLERANCE = 1e-6
-CHECK_ABSOLUTE = 1e-4
-
-
-def solve(model, solver="cbc", time_limit=None, gap=1e-9, threads=1) -> SolveResult:
-    """Solve ``model`` with ``solver`` (``cbc`` or ``highs``) within ``time_limit`` seconds.
-
-    CBC solves ``model`` as built. HiGHS solves its ``reduced`` form when it has one (same optimum,
-    narrower coefficients; see :class:`mapper.ilp.LinearModel`) and falls back to the whole model
-    when a heuristic cutoff may have cut the optimum. Either answer is checked against every row of
-    the whole model: a point breaking one (beyond ``CHECK_TOLERANCE``), or a HiGHS "optimal" on rows
-    with coefficients above ``HIGHS_MAX_COEFFICIENT``, comes back as ``feasible`` with an unknown gap
-    and a ``note`` saying why -- never as a silent "optimal".
-    """
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, not {solver!r}")
-    start = time.perf_counter()
-    reduced = getattr(model, "reduced", None)
-    if solver == "cbc" and getattr(model, "cutoff", None) is None:
-        reduced = None  # CBC copes with the whole energy model and is faster on it
-    notes = []
-    full = reduced is None
-    res = _run(reduced if reduced is not None else model, solver, time_limit, gap, threads)
-    if reduced is not None:
-        cutoff = model.cutoff
-        if res.values:
-            values = model.complete(res.values)
-            res = replace(res, values=values, objective=model.value(values))
-        over = res.values and cutoff is not None and res.objective > cutoff * (1 + 1e-9) + 1e-9
-        if not model.cutoff_exact and (over or res.status in ("infeasible", "no_solution")):
-            notes.append(f"reduced model at cutoff {cutoff:g} inconclusive ({res.status}"
-                         + (f", {res.objective:g}" if res.values else "") + "): solved the whole model")
-            left = None if time_limit is None else max(1.0, time_limit - (time.perf_counter() - start))
-            res = _run(model, solver, left, gap, threads)
-            full = True
-        elif cutoff is not None:
-            notes.append(f"reduced at latency cutoff {cutoff:g}")
-    if res.values:
-        bad = model.violations(res.values, CHECK_TOLERANCE, CHECK_ABSOLUTE)
-        if bad:
-            worst = bad[0]
-            notes.append(f"{len(bad)} constraints broken, worst {worst.name}: {worst.lhs:.9g} {worst.sense} "
-                         f"{worst.rhs:.9g} (relative {worst.relative:.2g})")
-            res = replace(res, status="feasible", gap=None)
-        elif solver == "highs" and full and res.status == "optimal":
-            big = model.coefficient_range()[1]
-            if big > HIGHS_MAX_COEFFICIENT:
-                notes.append(f"HiGHS optimum not trusted: row coefficients up to {big:.3g}")
-                res = replace(res, status="feasible", gap=None)
-    return replace(res, seconds=time.perf_counter() - start, note="; ".join(notes))
 
 
 def _name(text, used):
@@ -152,10 +113,7 @@ def _run(model, solver, time_limit, gap, threads) -> SolveResult:
             prob.solve(backend)
             _, bound = _cbc_log(log)
         else:
-            # HiGHS's presolve cuts off the optimum of some of these models (seen with highspy 1.15 on
-            # a 256^3 GEMM: "optimal" 18x above CBC's proven optimum, which HiGHS itself accepts as
-            # feasible when the integers are fixed); solving without presolve is exact.
-            backend = pulp.HiGHS(msg=False, timeLimit=time_limit, gapRel=gap, threads=threads, presolve="off", **_HX)
+            backend = pulp.HiGHS(msg=False, timeLimit=time_limit, gapRel=gap, threads=threads, **HIGHS_OPTIONS)
             prob.solve(backend)
             highs = getattr(prob, "solverModel", None)
             if highs is not None:
@@ -183,3 +141,49 @@ def _run(model, solver, time_limit, gap, threads) -> SolveResult:
                            gap_value, seconds, solver)
     gap_value = None if bound is None else max(0.0, (objective - bound) / max(abs(objective), 1e-12))
     return SolveResult("feasible", values, objective, bound, gap_value, seconds, solver)
+
+
+def solve(model, solver="cbc", time_limit=None, gap=1e-9, threads=1) -> SolveResult:
+    """Solve ``model`` with ``solver`` (``cbc`` or ``highs``) within ``time_limit`` seconds.
+
+    CBC solves ``model`` as built. HiGHS solves its ``reduced`` form when it has one (same optimum,
+    narrower coefficients; see :class:`mapper.ilp.LinearModel`) and falls back to the whole model
+    when a heuristic cutoff may have cut the optimum. Either answer is checked against every row of
+    the whole model: a point breaking one (beyond ``CHECK_TOLERANCE``), or a HiGHS "optimal" on rows
+    with coefficients above ``HIGHS_MAX_COEFFICIENT``, comes back as ``feasible`` with an unknown gap
+    and a ``note`` saying why -- never as a silent "optimal".
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, not {solver!r}")
+    start = time.perf_counter()
+    reduced = getattr(model, "reduced", None) if solver == "highs" else None
+    notes = []
+    full = reduced is None
+    res = _run(reduced if reduced is not None else model, solver, time_limit, gap, threads)
+    if reduced is not None:
+        cutoff = model.cutoff
+        if res.values:
+            values = model.complete(res.values)
+            res = replace(res, values=values, objective=model.value(values))
+        over = res.values and cutoff is not None and res.objective > cutoff * (1 + 1e-9) + 1e-9
+        if not model.cutoff_exact and (over or res.status in ("infeasible", "no_solution")):
+            notes.append(f"reduced model at cutoff {cutoff:g} inconclusive ({res.status}"
+                         + (f", {res.objective:g}" if res.values else "") + "): solved the whole model")
+            left = None if time_limit is None else max(1.0, time_limit - (time.perf_counter() - start))
+            res = _run(model, solver, left, gap, threads)
+            full = True
+        elif cutoff is not None:
+            notes.append(f"reduced at latency cutoff {cutoff:g}")
+    if res.values:
+        bad = model.violations(res.values, CHECK_TOLERANCE, CHECK_ABSOLUTE)
+        if bad:
+            worst = bad[0]
+            notes.append(f"{len(bad)} constraints broken, worst {worst.name}: {worst.lhs:.9g} {worst.sense} "
+                         f"{worst.rhs:.9g} (relative {worst.relative:.2g})")
+            res = replace(res, status="feasible", gap=None)
+        elif solver == "highs" and full and res.status == "optimal":
+            big = model.coefficient_range()[1]
+            if big > HIGHS_MAX_COEFFICIENT:
+                notes.append(f"HiGHS optimum not trusted: row coefficients up to {big:.3g}")
+                res = replace(res, status="feasible", gap=None)
+    return replace(res, seconds=time.perf_counter() - start, note="; ".join(notes))

@@ -132,3 +132,128 @@ def test_bad_arguments_are_user_errors(chain_space):
         map_cascade(cascade, chain_space.arch, solver="gurobi")
     with pytest.raises(EinsynthError, match="time_limit must be a positive number of seconds, not 0"):
         map_cascade(cascade, chain_space.arch, time_limit=0)
+
+
+# -- HiGHS numerics -------------------------------------------------------------------------------
+# One-pass attention on FuseMax at 256 x 256: configs using a few PEs of BQK/SLNV take up to 4e9
+# cycles, next to binaries and to an optimum of ~5e3 cycles. On that whole model HiGHS (1.15) called
+# CBC's optimum infeasible and returned "optimal" latency and energy 7-10x above it.
+
+@pytest.fixture(scope="module")
+def attention_space():
+    from mapper.api import default_options
+
+    cascade = load_cascade("attention-1pass", P=256, M=256, M0=64)
+    return build_space(cascade, load_architecture("fusemax"), default_options(cascade))
+
+
+@pytest.mark.parametrize("objective", ["latency", "energy"])
+def test_highs_equals_cbc_on_wide_coefficients(attention_space, objective):
+    ilp = MappingILP(attention_space, objective)
+    model = ilp.build()
+    assert model.coefficient_range()[1] > 1e9          # the numerics this test is about
+    assert model.reduced is not None and model.reduced.coefficient_range()[1] < 1e7
+    cbc = solve(model, "cbc")
+    highs = solve(model, "highs")
+    assert cbc.status == "optimal" and highs.status == "optimal" and highs.gap == 0.0, highs.note
+    assert highs.objective == pytest.approx(cbc.objective, rel=1e-6)
+    # HiGHS's point satisfies every row of the whole model, and is priced the same by the cost model
+    assert model.violations(highs.values, 1e-6, 1e-4) == []
+    cost = choice_cost(attention_space, ilp.decode(highs.values)).objective(objective)
+    assert cost == pytest.approx(cbc.objective, rel=1e-6)
+
+
+def test_highs_on_the_whole_wide_model_is_not_called_optimal(attention_space):
+    """Without the reduced form HiGHS's answer is not trusted: reported feasible, gap unknown."""
+    model = MappingILP(attention_space, "latency").build()
+    cbc = solve(model, "cbc")
+    model.reduced = None
+    highs = solve(model, "highs")
+    assert highs.status in ("feasible", "no_solution", "infeasible")
+    if highs.status == "feasible":
+        assert highs.gap is None and highs.note
+        assert highs.objective >= cbc.objective * (1 - 1e-6)
+
+
+def test_reduced_model_drops_only_what_cannot_be_optimal(attention_space):
+    """Variables fixed by the cutoff are exactly those whose being 1 forces the latency above it."""
+    ilp = MappingILP(attention_space, "latency")
+    model = ilp.build()
+    reduced = model.reduced
+    base = predict(attention_space.cascade, attention_space.arch, attention_space.default).objective_cycles
+    assert model.cutoff == pytest.approx(base) and not model.cutoff_exact
+    assert reduced.names is model.names and len(reduced.upper) == len(model.upper)
+    for (name, ci), v in ilp.y.items():
+        slow = attention_space.einsums[name].configs[ci].compute_cycles > base * (1 + 1e-9)
+        assert (reduced.upper[v] == 0.0) == slow
+    assert any(reduced.upper[v] == 0.0 for v in ilp.y.values())
+    # a latency cap is a constraint of the model: cutting at it loses nothing
+    capped = MappingILP(attention_space, "energy", latency_cap=base).build()
+    assert capped.cutoff == base and capped.cutoff_exact
+
+
+def test_cutoff_below_the_optimum_falls_back_to_the_whole_model(chain_space):
+    ilp = MappingILP(chain_space, "latency", latency_bound=1.0)
+    model = ilp.build()
+    assert model.reduced is not None
+    cbc = solve(model, "cbc")
+    highs = solve(model, "highs")
+    assert "inconclusive" in highs.note and "whole model" in highs.note
+    assert highs.status == "optimal" and highs.objective == pytest.approx(cbc.objective, rel=1e-6)
+
+
+def test_energy_without_cap_drops_latency_rows_and_recomputes_them(chain_space):
+    ilp = MappingILP(chain_space, "energy")
+    model = ilp.build()
+    kept = {c[0].split("[")[0] for c in model.reduced.constraints}
+    assert not kept & {"lat_compute", "lat_dram", "grp_array", "grp_vector", "grp_dram", "grp_serial"}
+    highs = solve(model, "highs")
+    assert highs.status == "optimal"
+    assert model.violations(highs.values, 1e-9, 1e-9) == []          # latency variables recomputed
+    choice = ilp.decode(highs.values)
+    latency = sum(highs.values[v] for v, _ in ilp.latency_terms)
+    assert latency == pytest.approx(choice_cost(chain_space, choice).objective_cycles, rel=1e-9)
+    assert highs.objective == pytest.approx(solve(model, "cbc").objective, rel=1e-6)
+
+
+def test_violations_name_the_broken_constraint(chain_space):
+    ilp = MappingILP(chain_space, "latency")
+    model = ilp.build()
+    result = solve(model, "cbc")
+    assert model.violations(result.values, 1e-9) == []
+    name = next(iter(chain_space.einsums))
+    chosen = next(v for (n, _), v in ilp.y.items() if n == name and result.values[v] > 0.5)
+    broken = list(result.values)
+    broken[chosen] = 0.0
+    names = [v.name for v in model.violations(broken, 1e-9)]
+    assert f"one_config[{name}]" in names
+    broken[chosen] = 0.5
+    assert any(n == f"integer[{model.names[chosen]}]" for n in (v.name for v in model.violations(broken)))
+
+
+def test_highs_edp_equals_cbc(chain_space):
+    cbc = map_space(chain_space, "edp", solver="cbc")
+    highs = map_space(chain_space, "edp", solver="highs")
+    assert highs.status == "optimal" and highs.gap == 0.0
+    assert highs.objective_value == pytest.approx(cbc.objective_value, rel=1e-6)
+
+
+def _brute_problems():
+    from test_brute_vs_ilp import PROBLEMS
+
+    wanted = ("gemm-2", "mpgemm-dequant-1", "mpgemm-bitserial-1", "mpgemm-lut-0", "mpgemm-shiftadd-1",
+              "running-max-fused-0", "softmax3")
+    return [p for p in PROBLEMS if p[0] in wanted]
+
+
+@pytest.mark.parametrize("label,cascade,arch,objective,options", _brute_problems(),
+                         ids=[p[0] for p in _brute_problems()])
+def test_highs_equals_brute_force(label, cascade, arch, objective, options):
+    """HiGHS variant of tests/mapper/test_brute_vs_ilp.py on problems of every PE kind and objective."""
+    from mapper.brute import brute_force
+
+    space = build_space(cascade, arch, options)
+    highs = map_space(space, objective, solver="highs")
+    brute = brute_force(space, objective)
+    assert highs.status == "optimal" and highs.gap == 0.0
+    assert highs.objective_value == pytest.approx(brute.objective_value, rel=1e-6), label
