@@ -160,12 +160,14 @@ def map_space(space, objective="latency", solver="cbc", time_limit=None, max_par
         if deadline is not None and time.perf_counter() > deadline:
             complete = False
             break
-        cap = cap * (1 - 1e-9) - 1e-6
+        cap = cap * (1 - 1e-9) - 1e-3  # a step above solver tolerances, so no point repeats
         if cap < costs[0].objective_cycles * (1 - 1e-9):
             break
         _, _, r, c = _solve_one(space, "energy", solver, left(), latency_cap=cap)
         solves += 1
         if c is None:
+            # the front is complete only if the solver proved nothing lies below the cap
+            complete = complete and r.status == "infeasible"
             break
         complete = complete and r.status == "optimal"
         cc = choice_cost(space, c)
