@@ -601,6 +601,27 @@ DEFAULT_OP_PRIMITIVES = MappingProxyType({
 """Primitive counts used when the architecture's 1D array does not list an op (FuseMax: exp = 6 MACs + 1 add)."""
 
 
+def vector_op_cycles(arch, name):
+    """Cycles of 1D-array op ``name`` per point: the architecture's op table, else the defaults."""
+    if arch.vector is not None and arch.vector.supports(name):
+        return arch.vector.op(name).cycles
+    return sum(DEFAULT_OP_PRIMITIVES[name].values())
+
+
+def vector_op_actions(arch, name, bits, acc_bits):
+    """Energy-bearing actions of 1D-array op ``name`` per point (the same table as the cycles)."""
+    if arch.vector is not None and arch.vector.supports(name):
+        return dict(arch.vector.op_actions(name, acc_bits=acc_bits))
+    names = {"mac": (f"mul_int{bits}", f"add_int{acc_bits}"), "add": (f"add_int{acc_bits}",),
+             "mul": (f"mul_int{bits}",), "max": (f"max_int{bits}",), "div": (f"div_int{bits}",),
+             "shift": (f"shift_int{bits}",), "lut": (f"lut_read_int{bits}",)}
+    out = {}
+    for primitive, count in DEFAULT_OP_PRIMITIVES[name].items():
+        for action in names[primitive]:
+            out[action] = out.get(action, 0) + count
+    return out
+
+
 def point_ops(cascade, e):
     """Operator applications per iteration point, by category (map ops; the reduce op separately).
 

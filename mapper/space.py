@@ -34,7 +34,7 @@ from dataflow.errors import InfeasibleError
 from dataflow.expr import End, Gather, Var
 from hw.array import array_tile_cost
 from mapper.mapping import (
-    DEFAULT_OP_PRIMITIVES, VECTOR_OP_OF_CATEGORY, _DATAFLOW_PLACEMENT, _gemm_like, _tensor_refs,
+    VECTOR_OP_OF_CATEGORY, vector_op_actions, vector_op_cycles, _DATAFLOW_PLACEMENT, _gemm_like, _tensor_refs,
     _weight_format, default_mapping, einsum_view, point_ops, tensor_bits,
 )
 
@@ -301,25 +301,6 @@ def _gemm_config(cascade, arch, pe, space_sizes, ranks, roles, uses, rows, cols,
     return cycles, actions, sum(reads.values()) + (writes - out_size), writes, op_extent, positions
 
 
-def _op_cycles(arch, name):
-    if arch.vector is not None and arch.vector.supports(name):
-        return arch.vector.op(name).cycles
-    return sum(DEFAULT_OP_PRIMITIVES[name].values())
-
-
-def _op_actions(arch, name, bits, acc_bits):
-    if arch.vector is not None and arch.vector.supports(name):
-        return dict(arch.vector.op_actions(name, acc_bits=acc_bits))
-    names = {"mac": (f"mul_int{bits}", f"add_int{acc_bits}"), "add": (f"add_int{acc_bits}",),
-             "mul": (f"mul_int{bits}",), "max": (f"max_int{bits}",), "div": (f"div_int{bits}",),
-             "shift": (f"shift_int{bits}",), "lut": (f"lut_read_int{bits}",)}
-    out = {}
-    for primitive, count in DEFAULT_OP_PRIMITIVES[name].items():
-        for action in names[primitive]:
-            out[action] = out.get(action, 0) + count
-    return out
-
-
 def _vector_cpp(arch, cascade, e):
     """Cycles per point and actions per point of an elementwise einsum: the 1D-array op table
     (the contract's rule; a multiply followed by an add-reduction is one MAC)."""
@@ -339,8 +320,8 @@ def _vector_cpp(arch, cascade, e):
         op = cat if cat == "mac" else VECTOR_OP_OF_CATEGORY.get(cat)
         if op is None:
             raise InfeasibleError(f"einsum {e.name}: no unit can run operator category {cat!r}")
-        cycles += n * _op_cycles(arch, op)
-        for a, c in _op_actions(arch, op, bits, arch.pe.acc_bits).items():
+        cycles += n * vector_op_cycles(arch, op)
+        for a, c in vector_op_actions(arch, op, bits, arch.pe.acc_bits).items():
             actions[a] = actions.get(a, 0) + n * c
     return max(cycles, 1), actions
 

@@ -23,8 +23,8 @@ import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from mapper.mapping import (DEFAULT_OP_PRIMITIVES, VECTOR_OP_OF_CATEGORY, _weight_format, access_extent,
-                            einsum_view, gemm_tile_dims, iteration_ranks, point_ops, tensor_bits)
+from mapper.mapping import (VECTOR_OP_OF_CATEGORY, _weight_format, access_extent, einsum_view, gemm_tile_dims,
+                            iteration_ranks, point_ops, tensor_bits, vector_op_actions, vector_op_cycles)
 
 __all__ = ["EinsumPlan", "SliceCost", "plan_einsum", "slice_cost"]
 
@@ -77,25 +77,6 @@ class EinsumPlan:
         return self.ranks.index(rank)
 
 
-def _op_cycles(arch, name):
-    if arch.vector is not None and arch.vector.supports(name):
-        return arch.vector.op(name).cycles
-    return sum(DEFAULT_OP_PRIMITIVES[name].values())
-
-
-def _op_actions(arch, name, bits, acc_bits):
-    if arch.vector is not None and arch.vector.supports(name):
-        return dict(arch.vector.op_actions(name, acc_bits=acc_bits))
-    names = {"mac": (f"mul_int{bits}", f"add_int{acc_bits}"), "add": (f"add_int{acc_bits}",),
-             "mul": (f"mul_int{bits}",), "max": (f"max_int{bits}",), "div": (f"div_int{bits}",),
-             "shift": (f"shift_int{bits}",), "lut": (f"lut_read_int{bits}",)}
-    out = {}
-    for primitive, count in DEFAULT_OP_PRIMITIVES[name].items():
-        for action in names[primitive]:
-            out[action] = out.get(action, 0) + count
-    return out
-
-
 def plan_einsum(cascade, arch, mapping, name):
     """The :class:`EinsumPlan` of einsum ``name``."""
     e = cascade.einsum(name)
@@ -127,8 +108,8 @@ def plan_einsum(cascade, arch, mapping, name):
             if count <= 0:
                 continue
             op = cat if cat == "mac" else VECTOR_OP_OF_CATEGORY[cat]
-            cpp += count * _op_cycles(arch, op)
-            for action, n in _op_actions(arch, op, bits, acc_bits).items():
+            cpp += count * vector_op_cycles(arch, op)
+            for action, n in vector_op_actions(arch, op, bits, acc_bits).items():
                 actions[action] = actions.get(action, 0) + n * count
         cpp = max(cpp, 1)
     inputs = tuple(a for a in e.input_accesses)
