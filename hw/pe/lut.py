@@ -83,8 +83,28 @@ def check_lut_k(lut_k, lanes):
         raise SpecError(f"lanes must be a multiple of lut_k ({lut_k}), not {lanes!r}")
 
 
+class TableGeometry:
+    """Table sizes shared by every PE that looks up precomputed activation sums (LUT, shift-add):
+    needs ``lanes``, ``lut_k`` and ``act_bits``."""
+
+    @property
+    def tables(self):
+        """Tables per step (activation groups of ``lut_k``)."""
+        return self.lanes // self.lut_k
+
+    @property
+    def table_entries(self):
+        """Stored entries per table: ``2**(lut_k-1)`` (the symmetric half)."""
+        return 1 << (self.lut_k - 1)
+
+    @property
+    def exact_table_bits(self):
+        bound = self.lut_k << (self.act_bits - 1)
+        return signed_bits(-bound, bound)
+
+
 @dataclass(frozen=True)
-class LutParams:
+class LutParams(TableGeometry):
     """Parameters of the LUT PE.
 
     ``act_bits``: signed activation width; ``weight_format``: one of
@@ -140,21 +160,6 @@ class LutParams:
     def product_bits(self):
         fmt = self.format
         return self.act_bits + signed_bits(int(fmt.min_value), int(fmt.max_value))
-
-    @property
-    def tables(self):
-        """Tables per step (activation groups of ``lut_k``)."""
-        return self.lanes // self.lut_k
-
-    @property
-    def table_entries(self):
-        """Stored entries per table: ``2**(lut_k-1)`` (the symmetric half)."""
-        return 1 << (self.lut_k - 1)
-
-    @property
-    def exact_table_bits(self):
-        bound = self.lut_k << (self.act_bits - 1)
-        return signed_bits(-bound, bound)
 
     @property
     def table_shift(self):

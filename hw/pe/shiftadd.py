@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In
 from dataflow.errors import SpecError
 from hw.pe.base import (PECost, check_acc_bits, check_act_bits, check_positive_int,
                         pack_lanes, pe_signature, weight_steps, wrap)
-from hw.pe.lut import (StepTimer, TableBank, check_lut_k, golden_tables, lookup_format,
+from hw.pe.lut import (StepTimer, TableBank, TableGeometry, check_lut_k, golden_tables, lookup_format,
                        plane_patterns, precompute_cost, signed_bits, table_lookup)
 
 __all__ = ["ShiftAddParams", "ShiftAddPE", "golden_step", "golden_gemm", "weight_values", "cost",
@@ -40,7 +40,7 @@ MAX_EXP_BITS = 5
 
 
 @dataclass(frozen=True)
-class ShiftAddParams:
+class ShiftAddParams(TableGeometry):
     """Parameters of the shift-add PE.
 
     ``act_bits``: signed activation width; ``weight_format``: ``uintI`` with ``I`` binary matrices
@@ -106,19 +106,9 @@ class ShiftAddParams:
         return self.act_bits + signed_bits(-weight, weight)
 
     @property
-    def tables(self):
-        return self.lanes // self.lut_k
-
-    @property
-    def table_entries(self):
-        return 1 << (self.lut_k - 1)
-
-    @property
-    def exact_table_bits(self):
-        bound = self.lut_k << (self.act_bits - 1)
-        return signed_bits(-bound, bound)
-
-    stored_table_bits = exact_table_bits
+    def stored_table_bits(self):
+        """Shift-add tables are never rounded: they store the exact sums."""
+        return self.exact_table_bits
 
     @property
     def precompute_cycles(self):
