@@ -1,6 +1,18 @@
 """Run ZigZag (LOMA) on one GEMM; executed by bench/zigzag_compare.py inside .bench_venvs/zigzag.
 
-Usage: python _zigzag_worker.py HW.yaml MAPPING.yaml M N K OUTDIR   -> prints one JSON line.
+Usage: python _zigzag_worker.py HW.yaml MAPPING.yaml M N K OUTDIR   -> prints one JSON line:
+
+``cycles`` and ``energy_pj`` (ZigZag's ``latency_total2`` and ``energy_total``), ``seconds`` (the
+``get_hardware_performance_zigzag`` call), ``latency`` (the terms ZigZag adds up: ideal and
+mapped compute cycles, stall, on-loading, off-loading, systolic drain) and ``mapping``, the best
+CostModelEvaluation's mapping in ZigZag's workload names (``D`` = M, ``C`` = K, ``K`` = N;
+operands ``I`` = A, ``W`` = B, ``O`` = Z):
+
+* ``spatial``: {array dimension: {loop dim: unrolling}} (``layer.spatial_mapping``);
+* ``temporal``: {operand: [[[loop dim, size], ...] per memory level]} with memory levels and loops
+  innermost first: LOMA's allocation of the loops to the memories (``temporal_mapping.mapping_dic_origin``,
+  before the cost model's stationarity merge-down);
+* ``levels``: {operand: [memory instance name per level]}, aligned with ``temporal``.
 """
 import json
 import logging
@@ -12,6 +24,18 @@ logging.disable(logging.CRITICAL)
 from zigzag.api import get_hardware_performance_zigzag  # noqa: E402
 
 
+def best_mapping(cme):
+    """The spatial unrolling and the per-operand, per-memory-level temporal loops of one CME."""
+    spatial = {str(oa_dim): {str(dim): int(size) for dim, size in unrolling.items()}
+               for oa_dim, unrolling in cme.layer.spatial_mapping.items()}
+    temporal, levels = {}, {}
+    for operand, per_level in cme.temporal_mapping.mapping_dic_origin.items():
+        temporal[str(operand)] = [[[str(dim), int(size)] for dim, size in loops] for loops in per_level]
+        mem_op = cme.memory_operand_links.layer_to_mem_op(operand)
+        levels[str(operand)] = [level.name for level in cme.mem_hierarchy_dict[mem_op]][:len(per_level)]
+    return {"spatial": spatial, "temporal": temporal, "levels": levels}
+
+
 def main():
     hw, mapping, m, n, k, outdir = sys.argv[1:7]
     m, n, k = int(m), int(n), int(k)
@@ -20,10 +44,16 @@ def main():
                  "operand_precision": {"I": 8, "W": 8, "O": 32, "O_final": 32},
                  "operand_source": {"I": 0, "W": 0}}]
     start = time.perf_counter()
-    energy, latency, _ = get_hardware_performance_zigzag(workload, hw, mapping, opt="latency", dump_folder=outdir,
-                                                         loma_show_progress_bar=False)
+    energy, latency, cmes = get_hardware_performance_zigzag(workload, hw, mapping, opt="latency",
+                                                            dump_folder=outdir, loma_show_progress_bar=False)
     seconds = time.perf_counter() - start
-    print(json.dumps({"energy_pj": energy, "cycles": latency, "seconds": seconds}))
+    best = cmes[0][1][0][0]  # the per-layer CME under the SumStage's cumulative one (a single layer here)
+    terms = {"ideal": best.ideal_cycle, "mapped_compute": best.ideal_temporal_cycle, "stall": best.stall_slack_comb,
+             "onloading": best.data_onloading_cycle, "offloading": best.data_offloading_cycle,
+             "systolic_drain": best.systolic_drain_cycle}
+    print(json.dumps({"energy_pj": energy, "cycles": latency, "seconds": seconds,
+                      "latency": {name: float(value) for name, value in terms.items()},
+                      "mapping": best_mapping(best)}))
 
 
 if __name__ == "__main__":

@@ -168,8 +168,6 @@ def einsum_terms(es, config, trips: Mapping, order) -> EinsumTerms:
             whole[u.tensor] = (rounded * mult, 0.0)
         tiles[u.tensor] = 2 * math.ceil(u.elements(lambda r: glb_extent[r]) * u.bits / 8)
         model[u.tensor] = 2 * u.elements(lambda r: glb_extent[r]) * u.bits / 8
-    out_bits = es.tensors[0].bits
-    in_bits = max((u.bits for u in es.tensors[1:]), default=out_bits)
     first_ext = {r: min(sizes[r], glb_extent[r]) for r in es.ranks}
     last_ext = {r: sizes[r] - (trips.get(r, 1) - 1) * glb_extent[r] if trips.get(r, 1) > 1 else first_ext[r]
                 for r in es.ranks}
@@ -177,7 +175,7 @@ def einsum_terms(es, config, trips: Mapping, order) -> EinsumTerms:
     out = es.tensors[0]
     last = math.ceil(out.elements(lambda r: last_ext[r]) * out.bits / 8)
     return EinsumTerms(es.name, config.unit, config.compute_cycles, config.actions,
-                       config.glb_reads * in_bits / 8, config.glb_writes * out_bits / 8,
+                       config.glb_read_bits / 8, config.glb_write_bits / 8,
                        MappingProxyType(traffic), MappingProxyType(tiles), MappingProxyType(model),
                        MappingProxyType(first), last, MappingProxyType(whole))
 
@@ -329,8 +327,12 @@ def group_cost(cascade, arch, terms: Mapping, group, group_of: Mapping, onchip=(
               "dram": mem.get("dram_read_bit", 0.0) + mem.get("dram_write_bit", 0.0)}
     energy["total"] = sum(energy.values())
     model_total = energy["total"]
-    whole_pj = table.energy({"dram_read_bit": whole_r * 8, "dram_write_bit": whole_w * 8})
-    energy["dram"] = sum(whole_pj.values())
+    glb_r += whole_w - dram_w         # the DMA moves whole bytes per tile (sub-byte formats)
+    glb_w += whole_r - dram_r
+    whole_pj = table.energy({"dram_read_bit": whole_r * 8, "dram_write_bit": whole_w * 8,
+                             "glb_read": glb_r * 8 / width, "glb_write": glb_w * 8 / width}, memory_widths(arch))
+    energy["dram"] = whole_pj.get("dram_read_bit", 0.0) + whole_pj.get("dram_write_bit", 0.0)
+    energy["glb"] = whole_pj.get("glb_read", 0.0) + whole_pj.get("glb_write", 0.0)
     energy["total"] = sum(v for k, v in energy.items() if k != "total")
     loaded = sum(first_load.values())
     fill = (math.ceil(loaded / bpc) if loaded else 0) + (math.ceil(last_store / bpc) if last_store else 0)
@@ -425,7 +427,7 @@ def _einsum_space_for(cascade, arch, e, em):
 
 def _config_of(cascade, arch, e, es, em):
     """The :class:`Config` an einsum mapping ``em`` uses (computed, not looked up)."""
-    from .space import Config, _gemm_config, _vector_cpp, ceil_div
+    from .space import Config, _gemm_config, _vector_cpp, ceil_div, tile_op_accesses
     from mapper.mapping import einsum_view, _weight_format
 
     sizes = es.sizes
@@ -453,12 +455,10 @@ def _config_of(cascade, arch, e, es, em):
     for combo in itertools.product(*per_rank):
         per_lane += math.prod(c for c, _ in combo) * math.prod(x for _, x in combo)
     positions = {r: ceil_div(sizes[r], op_extent[r]) for r in ranks}
-    points = math.prod(sizes[r] for r in ranks)
     from dataflow.analysis import iteration_points
     useful = iteration_points(cascade, e)
     actions = {a: c * useful for a, c in point_actions.items()}
     actions["rf_read"] = useful * len(e.input_accesses)
     actions["rf_write"] = useful
-    out_elems = es.tensors[0].elements(lambda r: sizes[r])
-    return Config(em.unit, "elementwise", spatial, rf, op_extent, positions, per_lane * cpp, actions,
-                  points * (len(es.tensors) - 1), out_elems)
+    reads, writes = tile_op_accesses(es.tensors, sizes, positions)
+    return Config(em.unit, "elementwise", spatial, rf, op_extent, positions, per_lane * cpp, actions, reads, writes)

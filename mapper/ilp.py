@@ -194,10 +194,8 @@ class MappingILP:
 
     def config_energy(self, es, cfg) -> float:
         unit = sum(self.table.energy(cfg.actions, memory_widths(self.space.arch, cfg.unit)).values())
-        out_bits = es.tensors[0].bits
-        in_bits = max((u.bits for u in es.tensors[1:]), default=out_bits)
-        return (unit + cfg.glb_reads * in_bits / 8 * self.pj_glb_read_byte
-                + cfg.glb_writes * out_bits / 8 * self.pj_glb_write_byte)
+        return (unit + cfg.glb_read_bits / 8 * self.pj_glb_read_byte
+                + cfg.glb_write_bits / 8 * self.pj_glb_write_byte)
 
     def _single_terms(self, name):
         """``(terms, const)`` of the indicator that einsum ``name`` runs as its own group."""

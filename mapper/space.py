@@ -136,8 +136,8 @@ class Config:
     positions: Mapping
     compute_cycles: int
     actions: Mapping
-    glb_reads: int      # elements read from the GLB by the unit
-    glb_writes: int     # elements written to the GLB by the unit
+    glb_read_bits: int  # bits read from the GLB by the unit (partial sums included)
+    glb_write_bits: int # bits written to the GLB by the unit
     label: str = ""
 
 
@@ -270,9 +270,6 @@ def _gemm_config(cascade, arch, pe, space_sizes, ranks, roles, uses, rows, cols,
     mult = math.prod(positions[r] for r in ranks if op_extent[r] == 1)
     cycles = 0
     actions: dict = {}
-    reads = {u.tensor: 0 for u in uses if not u.is_output}
-    out_use = uses[0]
-    writes = 0
     tile_cache = {}
     for combo in itertools.product(*[_rank_runs(space_sizes[r], op_extent[r]) for r in tiled]):
         count = mult
@@ -291,14 +288,24 @@ def _gemm_config(cascade, arch, pe, space_sizes, ranks, roles, uses, rows, cols,
         cycles += count * batch * tc.cycles
         for a, c in tc.actions.items():
             actions[a] = actions.get(a, 0) + count * batch * c
-        for u in uses:
-            el = u.elements(lambda r: v[r])
-            if u.is_output:
-                writes += count * el
-            else:
-                reads[u.tensor] += count * el
-    out_size = out_use.elements(lambda r: space_sizes[r])
-    return cycles, actions, sum(reads.values()) + (writes - out_size), writes, op_extent, positions
+    reads, writes = tile_op_accesses(uses, space_sizes, positions)
+    return cycles, actions, reads, writes, op_extent, positions
+
+
+def tile_op_accesses(uses, sizes, positions):
+    """GLB element accesses of a unit that keeps nothing between tile ops (the RTL array streams
+    every operand of every tile op and drains its outputs): every tile op reads each input's
+    elements in the op and writes its output elements; revisits of an output read the partial sum
+    back first. Closed form over the tile ops: along a rank a tensor depends on, the ops' extents add
+    up to the rank's size; along any other rank it is read once per op position.
+    Returns ``(read_bits, write_bits)``, psum reads included in the reads."""
+    def per_op_total(u):
+        return u.fixed_elements * math.prod(sizes[r] if r in u.ranks else positions[r] for r in positions)
+
+    reads = sum(per_op_total(u) * u.bits for u in uses if not u.is_output)
+    out = uses[0]
+    writes = per_op_total(out)
+    return reads + (writes - out.elements(lambda r: sizes[r])) * out.bits, writes * out.bits
 
 
 def _vector_cpp(arch, cascade, e):
@@ -362,21 +369,32 @@ def _elementwise_configs(cascade, arch, e, unit, ranks, sizes, uses, opts):
     if outer & set(ranks):
         rest = [c for c in cands if not any(r in outer for d in c[1].values() for r in d)]
         keep += [c for c in rest if c not in keep][:2]
-    points = math.prod(sizes[r] for r in ranks)
     useful = iteration_points(cascade, e)
     actions = {a: c * useful for a, c in point_actions.items()}
     actions["rf_read"] = useful * len(e.input_accesses)
     actions["rf_write"] = useful
+    # a lane may run several points of a non-spatial rank in one tile op (``rf``): its accumulator
+    # and a broadcast operand then stay in the lane for those points (GLB accesses per tile op)
+    fixed = {o for o, _ in cascade.partitions.values()} | {v.upper() for v in e.iteration_vars
+                                                            if v == e.recurrence_var}
     configs = []
     for per_lane, spatial, ext in keep:
-        positions = {r: ceil_div(sizes[r], ext[r]) for r in ranks}
         lanes_used = math.prod(f for d in spatial.values() for f in d.values())
-        out_elems = uses[0].elements(lambda r: sizes[r])
-        configs.append(Config(unit, "elementwise", MappingProxyType({d: MappingProxyType(f) for d, f in spatial.items()}),
-                              MappingProxyType({}), MappingProxyType(ext), MappingProxyType(positions),
-                              per_lane * cpp, MappingProxyType(actions),
-                              points * (len(uses) - 1), out_elems,
-                              label=f"{unit}:{lanes_used} lanes"))
+        on_lanes = {r for d in spatial.values() for r in d}
+        rf_opts = [{}] + [{r: d} for r in ranks if r not in on_lanes and r not in fixed
+                          for d in divisors(sizes[r]) if d > 1]
+        for rf in rf_opts:
+            op_extent = {r: ext[r] * rf.get(r, 1) for r in ranks}
+            positions = {r: ceil_div(sizes[r], op_extent[r]) for r in ranks}
+            reads, writes = tile_op_accesses(uses, sizes, positions)
+            label = f"{unit}:{lanes_used} lanes" + (" rf:" + ",".join(f"{r}{f}" for r, f in rf.items()) if rf else "")
+            configs.append(Config(unit, "elementwise",
+                                  MappingProxyType({d: MappingProxyType(f) for d, f in spatial.items()}),
+                                  MappingProxyType(rf), MappingProxyType(op_extent), MappingProxyType(positions),
+                                  per_lane * cpp, MappingProxyType(actions), reads, writes, label=label))
+    configs = _prune_dominated(configs, ranks)
+    if len(configs) > opts.max_configs:
+        configs = configs[:opts.max_configs]
     return configs
 
 
@@ -439,7 +457,7 @@ def _prune_dominated(configs, ranks):
     """Drop a config when another reaches every GLB tile it can (same padded extents, op extents
     that divide its own) with no more cycles, GLB accesses or unit actions."""
     buckets = {}
-    for c in sorted(configs, key=lambda c: (c.compute_cycles, c.glb_reads + c.glb_writes)):
+    for c in sorted(configs, key=lambda c: (c.compute_cycles, c.glb_read_bits + c.glb_write_bits)):
         padded = tuple(c.op_extent[r] * c.positions[r] for r in ranks)
         buckets.setdefault(padded, []).append(c)
     out = []
@@ -447,13 +465,13 @@ def _prune_dominated(configs, ranks):
         kept = []
         for c in group:
             ops = tuple(c.op_extent[r] for r in ranks)
-            acc = c.glb_reads + c.glb_writes
+            acc = c.glb_read_bits + c.glb_write_bits
             if not any(o.compute_cycles <= c.compute_cycles and oacc <= acc
                        and all(a % b == 0 for a, b in zip(ops, oops)) and _energy_le(o.actions, c.actions)
                        for o, oops, oacc in kept):
                 kept.append((c, ops, acc))
         out += [c for c, _, _ in kept]
-    return sorted(out, key=lambda c: (c.compute_cycles, c.glb_reads + c.glb_writes))
+    return sorted(out, key=lambda c: (c.compute_cycles, c.glb_read_bits + c.glb_write_bits))
 
 
 def _energy_le(a, b):

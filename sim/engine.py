@@ -259,8 +259,8 @@ class _Group:
                 u = UNIT_NAMES[m.unit]
                 for key, value in ((("busy", u), s.cycles), (("busy_compute", u), s.compute_cycles),
                                    (("useful_cycles", u), s.useful_cycles),
-                                   (("glb_read_bytes",), s.glb_read_bytes),
-                                   (("glb_write_bytes",), s.glb_write_bytes),
+                                   (("glb_read_bits",), s.glb_read_bits),
+                                   (("glb_write_bits",), s.glb_write_bits),
                                    (("rf_reads", u), s.rf_reads), (("rf_writes", u), s.rf_writes),
                                    (("tile_ops", m.name), s.tile_ops), (("einsum_cycles", m.name), s.cycles)):
                     totals[key] = totals.get(key, 0) + value

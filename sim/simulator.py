@@ -63,8 +63,8 @@ def _report(cascade, arch, mapping, table, ctx, results):
     dram_read = sum(r.totals.get("dram_read_bytes", 0) for r in results)
     dram_write = sum(r.totals.get("dram_write_bytes", 0) for r in results)
     dram_busy = sum(r.totals.get("dram_busy", 0) for r in results)
-    glb_read = sum(r.totals.get("glb_read_bytes", 0) for r in results)
-    glb_write = sum(r.totals.get("glb_write_bytes", 0) for r in results)
+    glb_read = -(-sum(r.totals.get("glb_read_bits", 0) for r in results) // 8)   # whole bytes
+    glb_write = -(-sum(r.totals.get("glb_write_bits", 0) for r in results) // 8)
 
     pes = {"array": arch.array.rows * arch.array.cols, "vector": arch.vector.lanes if arch.vector else 0}
     utilization = {}

@@ -12,8 +12,11 @@ holds ``q - 1`` full tile ops and one last (possibly partial) one, so a slice ha
   ``prod(min(rf, extent)) x cycles_per_point`` cycles: each lane does its points in turn, and a
   point costs the sum of the 1D-array op cycles of its operators (FuseMax: exp = 6 MACs + 1 add;
   a multiply followed by an add-reduction is one MAC).
-* GLB traffic follows Timeloop's reuse rule over the ``glb`` loop order: an operand tile is
-  re-read whenever a loop it depends on, or any loop outside one, advances. The slice lasts
+* GLB traffic is counted per tile op: neither unit keeps operands or partial sums between tile
+  ops (the RTL array streams all operands of a tile op in and drains its outputs), so every tile op
+  reads the elements of each operand it touches and writes its output elements, reading the partial
+  sum back on a revisit. The order of the ``glb`` loops therefore changes no count; the reuse a
+  mapping gets at this level is the tile op's (its spatial and ``rf`` extents). The slice lasts
   ``max(compute, GLB bytes / GLB bandwidth)``; the excess is the *bank-conflict* stall.
 """
 from __future__ import annotations
@@ -23,6 +26,7 @@ import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from dataflow.expr import Var
 from mapper.mapping import (VECTOR_OP_OF_CATEGORY, _weight_format, access_extent, einsum_view, gemm_tile_dims,
                             iteration_ranks, point_ops, tensor_bits, vector_op_actions, vector_op_cycles)
 
@@ -37,8 +41,8 @@ class SliceCost:
     cycles: int
     compute_cycles: int
     tile_ops: int
-    glb_read_bytes: int
-    glb_write_bytes: int
+    glb_read_bits: int
+    glb_write_bits: int
     rf_reads: int
     rf_writes: int
     useful_cycles: int
@@ -60,7 +64,6 @@ class EinsumPlan:
     op_extent: tuple          # spatial x rf per rank
     rf_extent: tuple
     glb_tile: tuple           # glb x spatial x rf per rank
-    glb_order: tuple          # ranks in glb loop order (outermost first)
     pe_params: object
     pe_points: int            # product of the pe_ranks' sizes
     cycles_per_point: int
@@ -68,6 +71,7 @@ class EinsumPlan:
     map_ops: dict
     reduce_category: str | None
     inputs: tuple             # input accesses (tensor reads) of the expression
+    glb_inputs: tuple         # the first access of each input tensor (the GLB reads it once per tile op)
     bits: dict                # tensor -> bits per element
     partitions: tuple         # (outer, inner, pad) where both ranks are iterated
     arch: object = None
@@ -87,8 +91,6 @@ def plan_einsum(cascade, arch, mapping, name):
     op_extent = tuple(em.tile_extent(r, "op") for r in ranks)
     rf_extent = tuple(em.factor("rf", r) for r in ranks)
     glb_tile = tuple(em.tile_extent(r, "glb") for r in ranks)
-    given = [r for r in em.order.get("glb", ()) if r in ranks]
-    glb_order = tuple(given + [r for r in ranks if r not in given])
     map_ops, reduce_category = point_ops(cascade, e)
     pe_params = None
     cpp, actions = 0, {}
@@ -113,6 +115,11 @@ def plan_einsum(cascade, arch, mapping, name):
                 actions[action] = actions.get(action, 0) + n * count
         cpp = max(cpp, 1)
     inputs = tuple(a for a in e.input_accesses)
+    first = {}
+    for a in inputs:
+        if a.tensor != e.output.tensor:
+            first.setdefault(a.tensor, a)
+    glb_inputs = tuple(first.values())
     bits = {t: tensor_bits(cascade, t) for t in {a.tensor for a in inputs} | {e.output.tensor}}
     partitions = []
     for parent, (outer, inner) in cascade.partitions.items():
@@ -121,8 +128,8 @@ def plan_einsum(cascade, arch, mapping, name):
             if pad:
                 partitions.append((outer, inner, pad))
     pe_points = math.prod(cascade.shapes[r] for r in em.pe_ranks)
-    return EinsumPlan(e, em, view, em.unit, ranks, sizes, op_extent, rf_extent, glb_tile, glb_order,
-                      pe_params, pe_points, cpp, actions, map_ops, reduce_category, inputs, bits,
+    return EinsumPlan(e, em, view, em.unit, ranks, sizes, op_extent, rf_extent, glb_tile,
+                      pe_params, pe_points, cpp, actions, map_ops, reduce_category, inputs, glb_inputs, bits,
                       tuple(partitions), arch, cascade)
 
 
@@ -216,21 +223,20 @@ def slice_cost(plan, ext, first_visit, pad_offsets=()):
             actions[action] = actions.get(action, 0) + n * points
         rf_reads = points * len(plan.inputs)
         rf_writes = points
-    # GLB traffic (Timeloop reuse over the glb loop order)
-    loops = [r for r in plan.glb_order if -(-ext[plan.index(r)] // plan.op_extent[plan.index(r)]) > 1]
-    trips = {r: -(-ext[plan.index(r)] // plan.op_extent[plan.index(r)]) for r in loops}
+    # GLB traffic: the units keep nothing between tile ops, so every tile op reads its operands'
+    # elements and writes its output elements (the glb loop order does not matter)
+    trips = {r: -(-ext[plan.index(r)] // plan.op_extent[plan.index(r)]) for r in plan.ranks}
     extent_of = dict(zip(plan.ranks, ext))
 
-    def fetches(access):
-        rel = {v.upper() for v in access.vars}
-        inner = max((i for i, r in enumerate(loops) if r in rel), default=-1)
-        return math.prod(trips[r] for i, r in enumerate(loops) if i < inner and r not in rel)
+    def fetches(access):   # once per op position along every rank that indexes none of its elements
+        rel = {idx.rank for idx in access.indices if isinstance(idx, Var)}
+        return math.prod(n for r, n in trips.items() if r not in rel)
 
     def elems(access):
         return access_extent(plan.cascade, access, lambda r: extent_of.get(r, plan.cascade.shapes[r]))
 
     read_bits = write_bits = 0
-    for a in plan.inputs:
+    for a in plan.glb_inputs:
         read_bits += elems(a) * fetches(a) * plan.bits[a.tensor]
     out = plan.einsum.output
     out_elems = elems(out)
@@ -238,8 +244,6 @@ def slice_cost(plan, ext, first_visit, pad_offsets=()):
     psum_reads = writes - out_elems + (0 if first_visit else out_elems)
     write_bits += writes * plan.bits[out.tensor]
     read_bits += psum_reads * plan.bits[out.tensor]
-    glb_read, glb_write = -(-read_bits // 8), -(-write_bits // 8)
-    glb_bw = arch.memory.glb_banks * arch.memory.glb_port_bits / 8
-    glb_cycles = math.ceil((glb_read + glb_write) / glb_bw)
-    return SliceCost(max(compute, glb_cycles), compute, tile_ops, glb_read, glb_write, rf_reads, rf_writes,
+    glb_cycles = -(-(read_bits + write_bits) // (arch.memory.glb_banks * arch.memory.glb_port_bits))
+    return SliceCost(max(compute, glb_cycles), compute, tile_ops, read_bits, write_bits, rf_reads, rf_writes,
                      useful, actions, ops, points)

@@ -184,7 +184,7 @@ def _ample(arch):
 
 def test_predictions_equal_simulator():
     """Mapper predictions equal the simulator's on the mappings of these problems (the ILP's and the
-    baseline): DRAM bytes, DRAM and compute energy and unit busy cycles always, and cycles on every
+    baseline): DRAM and GLB bytes, DRAM, GLB and compute energy and unit busy cycles always, and cycles on every
     mapping that does not stall: the same mapping on the architecture with ample memory bandwidth,
     unless the simulator still finds units waiting for each other within a pipeline step or steps
     paced by their (at least one-cycle) DRAM transfers."""
@@ -202,6 +202,12 @@ def test_predictions_equal_simulator():
             assert pred.accesses["dram_read_bit"] == pytest.approx(rep.dram_read_bytes * 8), label
             assert pred.accesses["dram_write_bit"] == pytest.approx(rep.dram_write_bytes * 8), label
             assert pred.energy_pj["dram"] == pytest.approx(rep.energy.by_component["dram"]), label
+            glb, port_bytes = rep.accesses["glb"], arch.memory.glb_port_bits / 8
+            assert pred.accesses["glb_read"] * port_bytes == pytest.approx(glb["read_bytes"], abs=1), label
+            assert pred.accesses["glb_write"] * port_bytes == pytest.approx(glb["write_bytes"], abs=1), label
+            sim_glb = rep.energy.by_component["glb"]   # whole port accesses: within one read and one write
+            one_access = 2 * sim_glb / max(1, glb["reads"] + glb["writes"] - 2)
+            assert pred.energy_pj["glb"] == pytest.approx(sim_glb, abs=one_access), label
             for unit in ("array", "vector"):
                 sim_pj = rep.energy.by_component.get(unit, 0.0) + rep.energy.by_component.get(f"{unit}_rf", 0.0)
                 assert pred.energy_pj[unit] == pytest.approx(sim_pj), f"{label}: {unit} energy"
