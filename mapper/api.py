@@ -174,6 +174,11 @@ def map_space(space, objective="latency", solver="cbc", time_limit=None, max_par
         points.append(c)
         costs.append(cc)
         cap = min(cc.objective_cycles, cap)
+        # every point left has latency >= l_min and energy >= this step's minimum: stop once their
+        # product cannot beat the best EDP found (exact)
+        e_low = r.bound if r.bound is not None else cc.objective_energy
+        if r.status == "optimal" and l_min * e_low >= min(x.objective_edp for x in costs) * (1 - 1e-9):
+            break
     else:
         complete = False
     best = min(range(len(points)), key=lambda i: costs[i].objective_edp)

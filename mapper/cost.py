@@ -66,8 +66,8 @@ class CostBreakdown:
     """The predicted cost of a whole mapping.
 
     ``cycles``: the predicted latency (``objective_cycles`` plus each group's pipeline fill and
-    drain: its first step's loads and last step's store); ``objective_cycles``: the latency the ILP
-    minimizes; ``busy``: compute cycles per unit (``array``, ``vector``); ``utilization``:
+    drain, ``fill_cycles``: its first step's loads and last step's store); ``objective_cycles``:
+    the latency the ILP minimizes; ``busy``: compute cycles per unit (``array``, ``vector``); ``utilization``:
     busy / cycles per unit; ``dram_bytes``: read + written; ``energy_pj``: per component (``array``,
     ``vector``, ``glb``, ``dram``) and ``total``; ``accesses``: memory action counts; ``groups``: the
     latency of each group in schedule order; ``stall_cycles``: cycles lost to DRAM over compute.
@@ -85,6 +85,7 @@ class CostBreakdown:
     energy_table: str = ""
     objective_cycles: float = 0.0
     objective_energy: float = 0.0
+    fill_cycles: float = 0.0          # the groups' pipeline fill and drain in ``cycles``
 
     @property
     def energy(self) -> float:
@@ -370,7 +371,8 @@ def combine(cascade, arch, terms: Mapping, groups, onchip=(), fused=()) -> CostB
     return CostBreakdown(total, MappingProxyType(busy), MappingProxyType(util), dram,
                          MappingProxyType(energy), MappingProxyType(accesses),
                          tuple(p.cycles for p in parts), tuple(einsum_costs),
-                         sum(p.stall for p in parts), table.name, model, sum(p.model_energy for p in parts))
+                         sum(p.stall for p in parts), table.name, model, sum(p.model_energy for p in parts),
+                         sum(p.fill for p in parts))
 
 
 def choice_terms(space, choice) -> dict:

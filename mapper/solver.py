@@ -126,8 +126,10 @@ def _run(model, solver, time_limit, gap, threads) -> SolveResult:
     sol = getattr(prob, "sol_status", None)
     values = tuple((x.varValue if x.varValue is not None else 0.0) for x in xs)
     has_values = any(x.varValue is not None for x in xs)
-    if status == "Infeasible":
+    if status == "Infeasible" and not (time_limit is not None and seconds >= 0.9 * time_limit):
         return SolveResult("infeasible", (), None, None, None, seconds, solver)
+    if status == "Infeasible":   # CBC stopped by the time limit can report "Infeasible" with no point
+        return SolveResult("no_solution", (), None, None, None, seconds, solver)
     found = sol in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible) or (sol is None and status == "Optimal")
     if not has_values or not found:
         return SolveResult("no_solution", (), None, None, None, seconds, solver)
