@@ -2,9 +2,9 @@
 
 For every einsum the space lists *configs*: how one tile operation runs on a unit.
 
-* On the 2D array a GEMM-like einsum (roles from :func:`mapper.mapping.einsum_view`) places at most
-  one rank on the rows, one on the columns and a rank (or the whole reduction) in the PE's ``rf``
-  stream, as the dataflow allows (output-stationary: rows <- m, cols <- n, rf <- k; weight-
+* On the 2D array a GEMM-like einsum (roles from :func:`mapper.mapping.einsum_view`) places one
+  rank (or two flattened, the inner one whole) on the rows, the same on the columns, and a rank (or
+  the whole reduction) in the PE's ``rf`` stream, as the dataflow allows (output-stationary: rows <- m, cols <- n, rf <- k; weight-
   stationary: rows <- k, cols <- n, rf <- m; input-stationary: rows <- k, cols <- m, rf <- n).
   Factors are divisors of the rank, or ``min(size, dim)`` (the rank is then padded). The PE kind is
   respected through ``pe_ranks`` (the bit-serial weight rank and the LUT bit planes stay inside one
@@ -49,6 +49,7 @@ class SpaceOptions:
     """Knobs that bound the space (the ILP and the brute force see the same space).
 
     ``share_levels``: GLB allocations are ``glb / 2**a`` for ``a`` in ``0..share_levels``;
+    ``multi_rank_spatial``: an array dimension may hold two ranks (the inner one whole);
     ``min_spatial_fraction``: spatial factors below this fraction of the dimension are dropped
     unless no larger one exists; ``max_configs``: per einsum, keep the configs with the fewest
     cycles beyond this many; ``fusion``: offer the FuseMax pipeline group; ``onchip``: offer keeping
@@ -62,6 +63,7 @@ class SpaceOptions:
     fusion: bool = True
     onchip: bool = True
     include_default: bool = True
+    multi_rank_spatial: bool = True
 
 
 # --- small number theory ---------------------------------------------------------------------------
@@ -404,15 +406,34 @@ def _elementwise_configs(cascade, arch, e, unit, ranks, sizes, uses, opts):
     return configs
 
 
+def _spatial_options(ranks, sizes, cap, opts):
+    """What one array dimension of ``cap`` PEs can hold: nothing, one rank (a divisor, or
+    ``min(size, cap)`` with padding), or two ranks flattened, the inner one whole and the outer one
+    split to fit (``{outer: f, inner: size}``, ``f x size <= cap``): e.g. a batch rank times a short
+    rank that cannot fill the dimension alone."""
+    out = [{}] + [{r: f} for r in ranks for f in _extent_choices(sizes[r], cap, opts.min_spatial_fraction) if f > 1]
+    if not opts.multi_rank_spatial:
+        return out
+    for inner in ranks:
+        if not 1 < sizes[inner] < cap:
+            continue
+        room = cap // sizes[inner]
+        for outer in ranks:
+            if outer == inner or room < 2:
+                continue
+            for f in _extent_choices(sizes[outer], room, opts.min_spatial_fraction):
+                if f > 1:
+                    out.append({outer: f, inner: sizes[inner]})
+    return out
+
+
 def _gemm_configs(cascade, arch, e, ranks, sizes, uses, view, pe, opts, default_em):
     rows_roles, cols_roles, rf_roles = _DATAFLOW_PLACEMENT[arch.array.dataflow]
     roles = dict(view.roles)
     k_rows = "k" in rows_roles
     row_cap = arch.array.rows * (pe.lanes if k_rows else 1)
-    rows_opts = [{}] + [{r: f} for r in ranks if roles[r] in rows_roles
-                        for f in _extent_choices(sizes[r], row_cap, opts.min_spatial_fraction) if f > 1]
-    cols_opts = [{}] + [{r: f} for r in ranks if roles[r] in cols_roles
-                        for f in _extent_choices(sizes[r], arch.array.cols, opts.min_spatial_fraction) if f > 1]
+    rows_opts = _spatial_options([r for r in ranks if roles[r] in rows_roles], sizes, row_cap, opts)
+    cols_opts = _spatial_options([r for r in ranks if roles[r] in cols_roles], sizes, arch.array.cols, opts)
     rf_ranks = [r for r in ranks if roles[r] in rf_roles]
     rf_opts = [{}]
     for r in rf_ranks:

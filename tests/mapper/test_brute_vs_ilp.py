@@ -7,6 +7,7 @@ checked against the baseline (``default_mapping``) and, with the simulator, agai
 simulator's cycles and DRAM traffic.
 """
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -72,6 +73,17 @@ einsums:
   - OUT[p] = RM[M1, p] * 2
 """
 
+BATCHED = """
+name: batched-gemm
+shapes: {B: %d, M: %d, N: %d, K: %d}
+tensors:
+  A: {ranks: [B, M, K], format: int8}
+  W: {ranks: [K, N], format: int8}
+  Z: {ranks: [B, M, N], format: int32}
+einsums:
+  - Z[b, m, n] = A[b, m, k] * W[k, n]
+"""
+
 SOFTMAX3 = """
 name: softmax3
 shapes: {M: %d, P: %d}
@@ -130,6 +142,10 @@ def _problems():
         a = arch(f"rmaxf{i}", 4, 4, glb_kib=1, gbps=[1.0, 2.0][i], vector=True)
         out.append((f"running-max-fused-{i}", parse_cascade(RUNNING_MAX % (r(4, 8), 8, [2, 4][i])), a,
                     ["latency", "energy"][i], SpaceOptions(onchip=False)))
+    for i, flow in enumerate(flows[:2]):  # B and M (or K) too short alone for the array's dimension
+        a = arch(f"bgemm{i}", 8, 4, flow, glb_kib=1, gbps=64.0)
+        shapes = (r(2, 4), 4, r(3, 6), 4) if i == 0 else (r(2, 3), r(3, 5), r(3, 6), 2)
+        out.append((f"batched-gemm-{i}", parse_cascade(BATCHED % shapes), a, "latency", SpaceOptions()))
     a = arch("smax", 4, 4, glb_kib=1, gbps=8.0, vector=True)
     out.append(("softmax3", parse_cascade(SOFTMAX3 % (r(4, 8), r(4, 8))), a, "edp", SpaceOptions()))
     return out
@@ -148,6 +164,18 @@ def test_fused_pipeline_is_exercised():
             if result.choice.fused:
                 assert any(len(g.einsums) > 1 and g.loops for g in result.mapping.schedule)
     assert any(fused)
+
+
+def test_two_ranks_share_an_array_dimension():
+    """Where no single rank fills the rows, the optimum flattens two ranks onto them, and it is
+    faster than the best mapping of the space with one rank per dimension."""
+    for label, cascade, arch, objective, options in PROBLEMS:
+        if not label.startswith("batched-gemm-0"):
+            continue
+        best = map_space(build_space(cascade, arch, options), objective)
+        assert len(best.mapping.einsums["Z"].spatial["rows"]) == 2, best.mapping.einsums["Z"].spatial
+        single = map_space(build_space(cascade, arch, replace(options, multi_rank_spatial=False)), objective)
+        assert best.objective_value < single.objective_value
 
 
 def test_enough_problems():
@@ -176,8 +204,6 @@ def test_ilp_equals_brute_force(label, cascade, arch, objective, options):
 
 def _ample(arch):
     """``arch`` with DRAM and GLB bandwidth high enough that nothing waits for memory."""
-    from dataclasses import replace
-
     memory = replace(arch.memory, dram_gbps=arch.memory.dram_gbps * 1e5, glb_banks=64, glb_port_bits=4096)
     return replace(arch, name=arch.name + "-ample", memory=memory)
 
