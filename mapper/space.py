@@ -493,9 +493,15 @@ def _prune_dominated(configs, ranks):
         for c in group:
             ops = tuple(c.op_extent[r] for r in ranks)
             acc = c.glb_read_bits + c.glb_write_bits
-            if not any(o.compute_cycles <= c.compute_cycles and oacc <= acc
-                       and all(a % b == 0 for a, b in zip(ops, oops)) and _energy_le(o.actions, c.actions)
-                       for o, oops, oacc in kept):
+            cycles = c.compute_cycles
+            for o, oops, oacc in kept:   # a plain loop: this runs n^2 times on big spaces
+                if oacc > acc or o.compute_cycles > cycles:
+                    continue
+                if any(a % b for a, b in zip(ops, oops)):
+                    continue
+                if _energy_le(o.actions, c.actions):
+                    break
+            else:
                 kept.append((c, ops, acc))
         out += [c for c, _, _ in kept]
     return sorted(out, key=lambda c: (c.compute_cycles, c.glb_read_bits + c.glb_write_bits))
