@@ -8,9 +8,13 @@ cycles measured on the RTL equal to the cost view: for the array ``cycles == arr
 transfer; for a PE ``done`` exactly ``step_cycles`` after ``start``).
 
 The bench core (:func:`run_pe_bench`, :func:`run_array_bench`) is written once against a tiny
-port-access interface, with two back-ends: :func:`simulate_amaranth` (fast tier) and cocotb on the
-exported Verilog (:func:`run_cocotb`; the cocotb test ``einsynth_bench`` in this module exists only
-inside a simulator started by :func:`run_cocotb`, which passes the job through the environment).
+port-access interface (``set``/``get``/``width`` of unsigned integers by port name, ``settle``,
+``tick``), with two back-ends: :func:`simulate_amaranth` (fast tier) and cocotb on the exported
+Verilog (:func:`run_cocotb`; the cocotb test ``einsynth_bench`` in this module exists only inside a
+simulator started by :func:`run_cocotb`, which passes the job through the environment). Other
+benches written against the same interface (for instance the tests' PE benches) reuse both
+back-ends: ``simulate_amaranth(job, dut, bench=...)``, and ``run_cocotb(..., test_module=...)``
+with a cocotb test that calls :func:`run_in_cocotb`.
 
 Jobs are JSON-serializable dicts built by :func:`pe_job` and :func:`array_job`.
 :func:`run_verification` is ``einsynth verify``: a small instance of an architecture's array and
@@ -38,9 +42,9 @@ from hw.pe.base import activation_steps
 
 __all__ = [
     "CheckResult", "VerifyResult", "params_to_dict", "params_from_dict", "pe_job", "array_job",
-    "bank_job", "Bank", "build_dut",
+    "bank_job", "Bank", "build_dut", "PrefixIO",
     "make_array_tiles", "run_pe_bench", "run_array_bench", "simulate_amaranth", "run_cocotb",
-    "run_verification", "verification_jobs", "SIMULATORS",
+    "run_in_cocotb", "run_verification", "verification_jobs", "SIMULATORS",
 ]
 
 SIMULATORS = ("icarus", "verilator")
@@ -465,6 +469,9 @@ class _CachedIO:
     def get(self, name):
         return self._io.get(name)
 
+    def width(self, name):
+        return self._io.width(name)
+
     async def settle(self):
         await self._io.settle()
 
@@ -472,8 +479,9 @@ class _CachedIO:
         await self._io.tick()
 
 
-class _PrefixIO:
-    """Port access to one unit of a :class:`Bank` (ports ``u<i>.<name>``)."""
+class PrefixIO:
+    """Port access to one unit of a :class:`Bank`: ``PrefixIO(io, "u3.")`` reads and writes
+    ``u3.<name>``."""
 
     def __init__(self, io, prefix):
         self._io, self._prefix = io, prefix
@@ -484,6 +492,9 @@ class _PrefixIO:
     def get(self, name):
         return self._io.get(self._prefix + name)
 
+    def width(self, name):
+        return self._io.width(self._prefix + name)
+
     async def settle(self):
         await self._io.settle()
 
@@ -492,7 +503,7 @@ class _PrefixIO:
 
 
 async def run_bench(io, job):
-    if not isinstance(io, (_CachedIO, _PrefixIO)):
+    if not isinstance(io, (_CachedIO, PrefixIO)):
         io = _CachedIO(io)
     if job["bench"] == "pe":
         return await run_pe_bench(io, job)
@@ -503,7 +514,7 @@ async def run_bench(io, job):
             io.set(f"u{unit}.{name}", 0)
     results = []
     for unit, run in zip(job["run_units"], job["runs"]):
-        results.append(await run_bench(_PrefixIO(io, f"u{unit}."), run))
+        results.append(await run_bench(PrefixIO(io, f"u{unit}."), run))
     return {"passed": all(r["passed"] for r in results), "runs": results,
             "failures": [f"run {i}: {f}" for i, r in enumerate(results) for f in r["failures"]][:20]}
 
@@ -592,6 +603,9 @@ class _AmaranthIO:
         signal, width = self._signal(name)
         return int(self._ctx.get(signal)) & ((1 << width) - 1)
 
+    def width(self, name):
+        return self._signal(name)[1]
+
     async def settle(self):
         pass
 
@@ -599,19 +613,24 @@ class _AmaranthIO:
         await self._ctx.tick()
 
 
-def simulate_amaranth(job, dut=None):
-    """Run a bench job on the Amaranth simulator; returns the bench's result dict."""
+def simulate_amaranth(job, dut=None, *, bench=None):
+    """Run a bench job on the Amaranth simulator; returns the bench's result dict.
+
+    ``dut``: the component to drive (by default :func:`build_dut`); ``bench``: an ``async
+    bench(io, job) -> dict`` written against the port-access interface (by default this module's
+    bench for ``pe``, ``array`` and ``bank`` jobs)."""
     from amaranth.sim import Simulator
 
     dut = build_dut(job) if dut is None else dut
+    bench = run_bench if bench is None else bench
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     result = {}
 
-    async def bench(ctx):
-        result.update(await run_bench(_AmaranthIO(dut, ctx), job))
+    async def testbench(ctx):
+        result.update(await bench(_AmaranthIO(dut, ctx), job))
 
-    sim.add_testbench(bench)
+    sim.add_testbench(testbench)
     sim.run()
     return result
 
@@ -635,6 +654,9 @@ class _CocotbIO:
     def get(self, name):
         return int(self._handle(name).value)
 
+    def width(self, name):
+        return len(self._handle(name))
+
     async def settle(self):
         from cocotb.triggers import ReadOnly
 
@@ -646,26 +668,34 @@ class _CocotbIO:
         await RisingEdge(self._dut.clk)
 
 
+async def run_in_cocotb(dut, bench):
+    """The body of a cocotb test started by :func:`run_cocotb`: start a 10 ns clock on ``clk``,
+    hold ``rst`` for two cycles, run ``await bench(io, job)`` on the job :func:`run_cocotb` passed
+    (``io``: the port-access interface on the top's ports, ``u<i>.<port>`` for ``u<i>__<port>``),
+    hand its result dict back to :func:`run_cocotb` and fail the test unless ``result["passed"]``."""
+    from cocotb.clock import Clock
+    from cocotb.triggers import RisingEdge
+
+    job = json.loads(Path(os.environ[_JOB_ENV]).read_text())
+    Clock(dut.clk, 10, unit="ns").start()
+    dut.rst.value = 1
+    for _ in range(2):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    try:
+        result = await bench(_CachedIO(_CocotbIO(dut)), job)
+    except Exception as error:   # report the bench's own crash as a failure with its cause
+        result = {"passed": False, "failures": [f"bench error: {type(error).__name__}: {error}"]}
+    Path(os.environ[_RESULT_ENV]).write_text(json.dumps(result))
+    assert result["passed"], "; ".join(result["failures"][:5])
+
+
 if os.environ.get(_JOB_ENV):   # only inside a simulator started by run_cocotb
     import cocotb
 
     @cocotb.test()
     async def einsynth_bench(dut):
-        from cocotb.clock import Clock
-        from cocotb.triggers import RisingEdge
-
-        job = json.loads(Path(os.environ[_JOB_ENV]).read_text())
-        Clock(dut.clk, 10, unit="ns").start()
-        dut.rst.value = 1
-        for _ in range(2):
-            await RisingEdge(dut.clk)
-        dut.rst.value = 0
-        try:
-            result = await run_bench(_CocotbIO(dut), job)
-        except Exception as error:   # report the bench's own crash as a failure with its cause
-            result = {"passed": False, "failures": [f"bench error: {type(error).__name__}: {error}"]}
-        Path(os.environ[_RESULT_ENV]).write_text(json.dumps(result))
-        assert result["passed"], "; ".join(result["failures"][:5])
+        await run_in_cocotb(dut, run_bench)
 
 
 def _tool_path():
@@ -720,7 +750,8 @@ def _verilator_runner(runtime_cache):
     return BenchVerilator()
 
 
-def run_cocotb(job, simulator, workdir, *, verilog=None, toplevel="dut"):
+def run_cocotb(job, simulator, workdir, *, verilog=None, toplevel="dut", test_module="hw.verify",
+               module_dir=None):
     """Build the job's DUT on ``simulator`` and run the bench; returns the bench's result dict plus
     ``build_seconds`` and ``test_seconds``.
 
@@ -728,6 +759,11 @@ def run_cocotb(job, simulator, workdir, *, verilog=None, toplevel="dut"):
     :func:`hw.export.array_verilog`) whose top module is ``toplevel``; by default the job's DUT
     exported with :func:`hw.export.to_verilog`. Builds are cached under ``workdir`` by the
     Verilog's hash, so repeated runs on the same design reuse one build.
+
+    ``test_module``: the cocotb test module (by default this module's ``einsynth_bench``); another
+    module's single test calls :func:`run_in_cocotb` with its own bench, and ``module_dir`` is the
+    directory it is imported from when it is not an installed module. The job must be
+    JSON-serializable.
     """
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
@@ -771,19 +807,20 @@ def run_cocotb(job, simulator, workdir, *, verilog=None, toplevel="dut"):
         else:
             os.environ["MAKEFLAGS"] = saved_makeflags
     built = time.monotonic()
-    run_id = hashlib.sha1(json.dumps(job, sort_keys=True).encode()).hexdigest()[:12]
+    run_id = hashlib.sha1(json.dumps([test_module, job], sort_keys=True).encode()).hexdigest()[:12]
     run_dir = build_dir / f"run-{run_id}"
     run_dir.mkdir(exist_ok=True)
     job_file, result_file = run_dir / "job.json", run_dir / "result.json"
     job_file.write_text(json.dumps(job))
     if result_file.exists():
         result_file.unlink()
-    module_dir = str(Path(__file__).resolve().parent.parent)
-    if module_dir not in sys.path:
-        sys.path.insert(0, module_dir)
+    # cocotb rebuilds the simulator's PYTHONPATH from sys.path
+    for path in (Path(__file__).resolve().parent.parent, module_dir):
+        if path is not None and str(Path(path).resolve()) not in sys.path:
+            sys.path.insert(0, str(Path(path).resolve()))
     xml = run_dir / "results.xml"
     try:
-        runner.test(test_module="hw.verify", hdl_toplevel=toplevel, build_dir=build_dir,
+        runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
                     test_dir=run_dir, results_xml=str(xml),
                     extra_env={_JOB_ENV: str(job_file), _RESULT_ENV: str(result_file)},
                     timescale=("1ns", "1ps"), log_file=run_dir / "test.log")

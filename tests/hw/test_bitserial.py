@@ -6,25 +6,17 @@ Golden model against the format's own decode, the power-of-two term decompositio
 every configuration with cycles checked against the cost view (steps and rescale steps).
 """
 
-import functools
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from amaranth.back import rtlil
 
+from cocotb_pes import pes_bench, pes_runner
 from dataflow.errors import SpecError
 from dataflow.formats import get_format, pow2_terms, quantize_groups
 from hw.pe import bitserial
 from hw.pe.base import wrap
 from hw.pe.bitserial import BitSerialParams, BitSerialPE
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "cocotb_pes"))
-import pes_bench  # noqa: E402
-import pes_runner  # noqa: E402
-
-BUILD_ROOT = Path(__file__).resolve().parents[2] / "build" / "cocotb_pes"
 CONFIGS = pes_bench.bitserial_configs()
 SUPPORTED = "int2..int8, uint2..uint8, e2m0, e2m1, bitmod-fp3, bitmod-fp4"
 
@@ -194,37 +186,20 @@ def test_cost():
 
 # --- RTL ------------------------------------------------------------------------------------------
 
-def _config_id(p):
-    return f"{p.weight_format}-a{p.act_bits}-l{p.lanes}-s{p.scale_bits}{'' if p.scale_signed else 'u'}"
-
-
-@pytest.mark.rtl
-@pytest.mark.parametrize("params", CONFIGS, ids=_config_id)
+@pes_runner.each_config(CONFIGS)
 def test_sim(params):
     """Every code against max/min/random activations, every special value, extreme scales, rescale
     steps, random gaps: bit-exact, and cycles == cost (T per step, scale_bits per rescale)."""
-    result = pes_bench.simulate_amaranth(params, pes_bench.make_steps(params, seed=5), seed=5)
-    assert result["failures"] == []
-    assert result["measured"] == result["expected_cycles"]
-    want = {bitserial.cost(params).step_cycles}
-    if params.scale_bits:
-        want.add(bitserial.rescale_cost(params).step_cycles)
-    assert set(result["measured"]) == want
-    assert result["passed"]
+    pes_runner.check_sim(params, seed=5)
 
 
 @pytest.mark.rtl
 def test_sim_contract_bench():
-    """hw-core's generic PE bench (contract ports only; rescale tied to 0) and 2x2 arrays."""
-    from hw.verify import array_job, pe_job, simulate_amaranth
-
-    p = BitSerialParams(weight_format="bitmod-fp4", scale_bits=8, group_size=8)
-    result = simulate_amaranth(pe_job(p, seed=6))
-    assert result["passed"], result["failures"]
-    assert result["measured_step_cycles"] == [2]
-    for dataflow in ("output-stationary", "weight-stationary"):
-        result = simulate_amaranth(array_job(2, 2, dataflow, BitSerialParams(weight_format="int8"), seed=6))
-        assert result["passed"], result["failures"]
+    """hw-core's generic PE bench (contract ports only; rescale tied to 0: 2 cycles a step for
+    FP4) and 2x2 arrays."""
+    fp4 = BitSerialParams(weight_format="bitmod-fp4", scale_bits=8, group_size=8)
+    assert bitserial.cost(fp4).step_cycles == 2
+    pes_runner.check_contract_bench(fp4, BitSerialParams(weight_format="int8"), seed=6)
 
 
 @pytest.mark.rtl
@@ -236,28 +211,7 @@ def test_no_multiplier():
         assert cells and not cells & {"$mul", "$div", "$mod", "$divfloor", "$modfloor", "$pow"}
 
 
-@functools.lru_cache(maxsize=None)
-def _cocotb_job():
-    """The job and the wrapper's Verilog, made once per process for both simulators."""
-    return pes_bench.make_job("bitserial", seed=7), pes_bench.wrapper_verilog(CONFIGS)
-
-
-@pytest.mark.rtl
-@pytest.mark.xdist_group("cocotb-bitserial")   # one worker exports the wrapper once for both simulators
-@pytest.mark.parametrize("simulator", [
-    "icarus", pytest.param("verilator", marks=pytest.mark.slow)])
-def test_cocotb(simulator):
+@pytest.mark.xdist_group("cocotb-bitserial")   # one worker exports the Verilog once for both simulators
+def test_cocotb(rtl_simulator, cocotb_workdir):
     """Every bit-serial configuration in one Verilog top, all driven at once by the cocotb bench."""
-    if not pes_runner.available(simulator):
-        pytest.skip(f"{simulator} is not installed")
-    job, text = _cocotb_job()
-    results, timings = pes_runner.run_job(job, simulator, BUILD_ROOT, verilog=text)
-    assert timings["tests"] == 1 and timings["failed"] == 0, timings["log"]
-    assert len(results) == len(CONFIGS)
-    for params, result in zip(CONFIGS, results):
-        assert result["failures"] == [], params
-        assert result["measured"] == result["expected_cycles"], params
-        want = {bitserial.cost(params).step_cycles}
-        if params.scale_bits:
-            want.add(bitserial.rescale_cost(params).step_cycles)
-        assert set(result["measured"]) == want, params
+    pes_runner.check_cocotb(CONFIGS, rtl_simulator, cocotb_workdir, seed=7, toplevel="bitserial_pes")

@@ -5,26 +5,18 @@ simulation and cocotb (Icarus, Verilator) of every configuration with cycles che
 cost view; the tile; no multiplier in the RTL.
 """
 
-import functools
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
+from cocotb_pes import pes_bench, pes_runner
 from dataflow.errors import SpecError
 from dataflow.formats import get_format
 from hw.pe import lut
 from hw.pe.base import wrap
 from hw.pe.lut import LutParams, LutPE, LutTile, LutTileParams
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "cocotb_pes"))
-import pes_bench  # noqa: E402
-import pes_runner  # noqa: E402
-
-BUILD_ROOT = Path(__file__).resolve().parents[2] / "build" / "cocotb_pes"
 CONFIGS = pes_bench.lut_configs()
 
 
@@ -210,31 +202,18 @@ def test_tile_cost():
 
 # --- RTL: Amaranth simulator --------------------------------------------------------------------
 
-@pytest.mark.rtl
-@pytest.mark.parametrize("params", CONFIGS, ids=lambda p: f"{p.weight_format}-a{p.act_bits}-k{p.lut_k}-l{p.lanes}"
-                         f"-t{p.table_bits}")
+@pes_runner.each_config(CONFIGS)
 def test_sim(params):
     """Bit-exact against the golden model from the monitored inputs, with random gaps; every step's
     start-to-done cycles equal the cost view (precompute + lookup, or lookup with reuse_table)."""
-    result = pes_bench.simulate_amaranth(params, pes_bench.make_steps(params, seed=5), seed=5)
-    assert result["failures"] == []
-    assert result["measured"] == result["expected_cycles"]
-    assert set(result["measured"]) == {lut.cost(params).step_cycles, lut.lookup_cost(params).step_cycles}
-    assert result["passed"]
+    pes_runner.check_sim(params, seed=5)
 
 
 @pytest.mark.rtl
 def test_sim_contract_bench():
     """hw-core's generic PE bench (contract ports only, reuse_table tied to 0) and 2x2 arrays."""
-    from hw.verify import array_job, pe_job, simulate_amaranth
-
-    p = LutParams(weight_format="ternary", lanes=8, lut_k=4, table_bits=8)
-    result = simulate_amaranth(pe_job(p, seed=6))
-    assert result["passed"], result["failures"]
-    assert result["measured_step_cycles"] == [lut.cost(p).step_cycles]
-    for dataflow in ("output-stationary", "weight-stationary"):
-        result = simulate_amaranth(array_job(2, 2, dataflow, LutParams(weight_format="uint2"), seed=6))
-        assert result["passed"], result["failures"]
+    pes_runner.check_contract_bench(LutParams(weight_format="ternary", lanes=8, lut_k=4, table_bits=8),
+                                    LutParams(weight_format="uint2"), seed=6)
 
 
 def _run_tile(tile, steps):
@@ -307,25 +286,7 @@ def test_no_multiplier():
 
 # --- RTL: cocotb on the exported Verilog ---------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
-def _cocotb_job():
-    """The job and the wrapper's Verilog, made once per process for both simulators."""
-    return pes_bench.make_job("lut", seed=8), pes_bench.wrapper_verilog(CONFIGS)
-
-
-@pytest.mark.rtl
-@pytest.mark.xdist_group("cocotb-lut")   # one worker exports the wrapper once for both simulators
-@pytest.mark.parametrize("simulator", [
-    "icarus", pytest.param("verilator", marks=pytest.mark.slow)])
-def test_cocotb(simulator):
+@pytest.mark.xdist_group("cocotb-lut")   # one worker exports the Verilog once for both simulators
+def test_cocotb(rtl_simulator, cocotb_workdir):
     """Every LUT configuration in one Verilog top, all driven at once by the cocotb bench."""
-    if not pes_runner.available(simulator):
-        pytest.skip(f"{simulator} is not installed")
-    job, text = _cocotb_job()
-    results, timings = pes_runner.run_job(job, simulator, BUILD_ROOT, verilog=text)
-    assert timings["tests"] == 1 and timings["failed"] == 0, timings["log"]
-    assert len(results) == len(CONFIGS)
-    for params, result in zip(CONFIGS, results):
-        assert result["failures"] == [], params
-        assert result["measured"] == result["expected_cycles"], params
-        assert set(result["measured"]) == {lut.cost(params).step_cycles, lut.lookup_cost(params).step_cycles}
+    pes_runner.check_cocotb(CONFIGS, rtl_simulator, cocotb_workdir, seed=8, toplevel="lut_pes")

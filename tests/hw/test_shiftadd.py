@@ -6,25 +6,18 @@ cycles checked against the cost view; no multiplier in the elaborated RTL or the
 """
 
 import re
-import functools
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from amaranth.back import rtlil, verilog
 
+from cocotb_pes import pes_bench, pes_runner
 from dataflow.errors import SpecError
 from dataflow.formats import BCQWeights, bcq_dequantize, bcq_quantize
 from hw.pe import shiftadd
 from hw.pe.base import wrap
 from hw.pe.shiftadd import ShiftAddParams, ShiftAddPE
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "cocotb_pes"))
-import pes_bench  # noqa: E402
-import pes_runner  # noqa: E402
-
-BUILD_ROOT = Path(__file__).resolve().parents[2] / "build" / "cocotb_pes"
 CONFIGS = pes_bench.shiftadd_configs()
 
 
@@ -152,29 +145,17 @@ def test_cost():
 
 # --- RTL ------------------------------------------------------------------------------------------
 
-@pytest.mark.rtl
-@pytest.mark.parametrize("params", CONFIGS, ids=lambda p: f"{p.weight_format}-a{p.act_bits}-k{p.lut_k}-e{p.exp_bits}")
+@pes_runner.each_config(CONFIGS)
 def test_sim(params):
     """Bit-exact with random gaps, extreme exponents, table reuse; cycles == cost view."""
-    result = pes_bench.simulate_amaranth(params, pes_bench.make_steps(params, seed=4), seed=4)
-    assert result["failures"] == []
-    assert result["measured"] == result["expected_cycles"]
-    assert set(result["measured"]) == {shiftadd.cost(params).step_cycles, shiftadd.lookup_cost(params).step_cycles}
-    assert result["passed"]
+    pes_runner.check_sim(params, seed=4)
 
 
 @pytest.mark.rtl
 def test_sim_contract_bench():
     """hw-core's generic PE bench (reuse_table tied to 0) and 2x2 arrays of this PE."""
-    from hw.verify import array_job, pe_job, simulate_amaranth
-
-    p = ShiftAddParams(weight_format="uint2", acc_bits=40, group_size=8)
-    result = simulate_amaranth(pe_job(p, seed=5))
-    assert result["passed"], result["failures"]
-    assert result["measured_step_cycles"] == [shiftadd.cost(p).step_cycles]
-    for dataflow in ("output-stationary", "weight-stationary"):
-        result = simulate_amaranth(array_job(2, 2, dataflow, ShiftAddParams(acc_bits=40), seed=5))
-        assert result["passed"], result["failures"]
+    pes_runner.check_contract_bench(ShiftAddParams(weight_format="uint2", acc_bits=40, group_size=8),
+                                    ShiftAddParams(acc_bits=40), seed=5)
 
 
 @pytest.mark.rtl
@@ -192,26 +173,7 @@ def test_no_multiplier(params):
     assert "*" not in code
 
 
-@functools.lru_cache(maxsize=None)
-def _cocotb_job():
-    """The job and the wrapper's Verilog, made once per process for both simulators."""
-    return pes_bench.make_job("shiftadd", seed=6), pes_bench.wrapper_verilog(CONFIGS)
-
-
-@pytest.mark.rtl
-@pytest.mark.xdist_group("cocotb-shiftadd")   # one worker exports the wrapper once for both simulators
-@pytest.mark.parametrize("simulator", [
-    "icarus", pytest.param("verilator", marks=pytest.mark.slow)])
-def test_cocotb(simulator):
+@pytest.mark.xdist_group("cocotb-shiftadd")   # one worker exports the Verilog once for both simulators
+def test_cocotb(rtl_simulator, cocotb_workdir):
     """Every shift-add configuration in one Verilog top, all driven at once by the cocotb bench."""
-    if not pes_runner.available(simulator):
-        pytest.skip(f"{simulator} is not installed")
-    job, text = _cocotb_job()
-    results, timings = pes_runner.run_job(job, simulator, BUILD_ROOT, verilog=text)
-    assert timings["tests"] == 1 and timings["failed"] == 0, timings["log"]
-    assert len(results) == len(CONFIGS)
-    for params, result in zip(CONFIGS, results):
-        assert result["failures"] == [], params
-        assert result["measured"] == result["expected_cycles"], params
-        assert set(result["measured"]) == {shiftadd.cost(params).step_cycles,
-                                           shiftadd.lookup_cost(params).step_cycles}
+    pes_runner.check_cocotb(CONFIGS, rtl_simulator, cocotb_workdir, seed=6, toplevel="shiftadd_pes")

@@ -12,35 +12,21 @@ Split as in cocotb's ``matrix_multiplier`` example:
 * **checker**: ``acc`` bit-exact and unchanged until ``done``; ``done`` for one cycle exactly
   ``cost`` cycles after ``start`` (measured, per step, against the cost view).
 
-The bench talks to the DUT through a tiny IO object (``set``/``get`` of unsigned integers by port
-name, ``settle``, ``tick``), so the same code runs under both back-ends. For cocotb, many PE
-configurations are wrapped into one Verilog top (:func:`wrapper`) with ports ``u<i>__<port>``, so
-one simulator build covers every configuration of a kind; one coroutine per instance runs them
-concurrently.
+The bench talks to the DUT through :mod:`hw.verify`'s port-access interface (``set``/``get``/
+``width`` of unsigned integers by port name, ``settle``, ``tick``), so it runs on that module's two
+back-ends unchanged. A job (:func:`make_job`) holds several PE configurations; the DUT is a
+:class:`hw.verify.Bank` of their PEs (Verilog ports ``u<i>__<port>``), so one simulator build covers
+every configuration of a kind, and :func:`run_instances` drives all of them at once.
 """
 
-import json
 import random
-from dataclasses import fields
 
 import numpy as np
 
-from hw.pe import get_kind, make_params, make_pe
+from hw.pe import get_kind
+from hw.verify import PrefixIO, params_from_dict, params_to_dict
 
 # --- configurations ------------------------------------------------------------------------------
-
-
-def params_to_dict(params):
-    out = {"kind": params.kind}
-    for f in fields(params):
-        if f.init:
-            out[f.name] = getattr(params, f.name)
-    return out
-
-
-def params_from_dict(description):
-    description = dict(description)
-    return make_params(description.pop("kind"), **description)
 
 
 def bitserial_configs():
@@ -94,7 +80,14 @@ def shiftadd_configs():
     ]
 
 
-CONFIGS = {"bitserial": bitserial_configs, "lut": lut_configs, "shiftadd": shiftadd_configs}
+def config_id(params):
+    """A short test id naming what a configuration varies."""
+    p = params
+    if p.kind == "bitserial":
+        return f"{p.weight_format}-a{p.act_bits}-l{p.lanes}-s{p.scale_bits}{'' if p.scale_signed else 'u'}"
+    if p.kind == "lut":
+        return f"{p.weight_format}-a{p.act_bits}-k{p.lut_k}-l{p.lanes}-t{p.table_bits}"
+    return f"{p.weight_format}-a{p.act_bits}-k{p.lut_k}-e{p.exp_bits}"
 
 
 # --- payload layout (this bench's own reading of the documented layouts) ----------------------------
@@ -224,7 +217,26 @@ def make_steps(params, *, seed=0, random_steps=24, gap_probability=0.3):
     return steps
 
 
+def make_job(configs, *, seed=0, random_steps=24):
+    """A JSON-able job: instance ``i`` is ``configs[i]`` with :func:`make_steps` (seed ``seed + i``),
+    driven with seed ``seed + i``."""
+    return {"bench": "pe-instances", "seed": seed, "instances": [
+        {"params": params_to_dict(p), "steps": make_steps(p, seed=seed + i, random_steps=random_steps)}
+        for i, p in enumerate(configs)]}
+
+
 # --- model -----------------------------------------------------------------------------------------
+
+def cost_cycles(params):
+    """Start-to-done cycles of every kind of step the cost view defines for this PE: ``cost`` and
+    ``rescale_cost`` (bit-serial with a rescale unit), ``cost`` and ``lookup_cost`` (table reuse)."""
+    module = get_kind(params.kind).module
+    if params.kind == "bitserial":
+        extra = [module.rescale_cost(params)] if params.scale_bits else []
+    else:
+        extra = [module.lookup_cost(params)]
+    return {cost.step_cycles for cost in [module.cost(params), *extra]}
+
 
 class PEModel:
     """The expected behaviour of one PE, step by step, from the monitored inputs."""
@@ -269,6 +281,10 @@ async def run_pe(io, params, steps, *, seed=0):
     names = controls(params)
     act_bits, lanes, acc_bits = params.act_bits, params.lanes, params.acc_bits
     failures, measured, expected_cycles = [], [], []
+    # the bench reads the DUT's parameters back from its port widths
+    for port, bits in (("w", params.weight_payload_bits), ("a", act_bits * lanes), ("acc", acc_bits)):
+        if io.width(port) != bits:
+            failures.append(f"port {port} is {io.width(port)} bits wide, expected {bits}")
     shown, done_due, last_start, cycle = 0, None, None, 0
 
     def garbage():
@@ -331,99 +347,23 @@ async def run_pe(io, params, steps, *, seed=0):
         check()
         await io.tick()
         cycle += 1
+    if measured != expected_cycles:
+        failures.append(f"start-to-done cycles {measured[:8]}, cost view {expected_cycles[:8]}")
     return {"passed": not failures and measured == expected_cycles, "failures": failures[:20],
             "steps": len(expected_cycles), "measured": measured, "expected_cycles": expected_cycles,
             "cycles": cycle}
 
 
-# --- Amaranth back-end -------------------------------------------------------------------------------
-
-class AmaranthIO:
-    """Port access on an Amaranth component inside ``Simulator.add_testbench``."""
-
-    def __init__(self, dut, ctx):
-        from amaranth.hdl import Value
-
-        self._dut, self._ctx, self._cast, self._cache = dut, ctx, Value.cast, {}
-
-    def _signal(self, name):
-        if name not in self._cache:
-            value = self._cast(getattr(self._dut, name))
-            self._cache[name] = (value, value.shape().width)
-        return self._cache[name]
-
-    def set(self, name, value):
-        signal, width = self._signal(name)
-        value = int(value) & ((1 << width) - 1)
-        if signal.shape().signed and value >> (width - 1):
-            value -= 1 << width
-        self._ctx.set(signal, value)
-
-    def get(self, name):
-        signal, width = self._signal(name)
-        return int(self._ctx.get(signal)) & ((1 << width) - 1)
-
-    async def settle(self):
-        pass
-
-    async def tick(self):
-        await self._ctx.tick()
-
-
-def simulate_amaranth(params, steps, *, seed=0):
-    """Run the bench on the Amaranth simulator; returns :func:`run_pe`'s result."""
-    from amaranth.sim import Simulator
-
-    dut = make_pe(params)
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    result = {}
-
-    async def bench(ctx):
-        result.update(await run_pe(AmaranthIO(dut, ctx), params, steps, seed=seed))
-
-    sim.add_testbench(bench)
-    sim.run()
-    return result
-
-
-# --- cocotb back-end: one Verilog top holding many PEs -------------------------------------------------
-
-def wrapper(configs):
-    """``(elaboratable, ports)``: every PE of ``configs`` as instance ``u<i>`` with flat ports
-    ``u<i>__<port>`` (inputs drive the PE, outputs come from it)."""
-    from amaranth.hdl import Module, Signal, Value
-    from amaranth.lib.wiring import Flow
-
-    m = Module()
-    ports = []
-    for index, params in enumerate(configs):
-        pe = make_pe(params)
-        m.submodules[f"u{index}"] = pe
-        for name, member in pe.signature.members.items():
-            inner = Value.cast(getattr(pe, name))
-            outer = Signal(inner.shape().width, name=f"u{index}__{name}")
-            if member.flow == Flow.In:
-                m.d.comb += inner.eq(outer)
-            else:
-                m.d.comb += outer.eq(inner)
-            ports.append(outer)
-    return m, ports
-
-
-def wrapper_verilog(configs, name="pes"):
-    from amaranth.back import verilog
-
-    top, ports = wrapper(configs)
-    return verilog.convert(top, name=name, ports=ports, emit_src=False)
-
-
-def make_job(kind, *, seed=0, random_steps=24):
-    configs = CONFIGS[kind]()
-    return {"kind": kind, "seed": seed, "instances": [
-        {"params": params_to_dict(p), "steps": make_steps(p, seed=seed + i, random_steps=random_steps)}
-        for i, p in enumerate(configs)]}
-
-
-def dump_job(job, path):
-    path.write_text(json.dumps(job))
+async def run_instances(io, job, *, start_soon=None):
+    """:func:`run_pe` on every instance of ``job`` (unit ``u<i>`` of the bank); with ``start_soon``
+    (``cocotb.start_soon``) side by side, else one after the other. Returns ``{"passed", "runs",
+    "failures"}`` with one :func:`run_pe` result per instance."""
+    benches = [run_pe(PrefixIO(io, f"u{index}."), params_from_dict(instance["params"]), instance["steps"],
+                      seed=job["seed"] + index)
+               for index, instance in enumerate(job["instances"])]
+    if start_soon is not None:
+        benches = [start_soon(bench) for bench in benches]
+    runs = [await bench for bench in benches]
+    return {"passed": all(run["passed"] for run in runs), "runs": runs,
+            "failures": [f"u{index}: {failure}" for index, run in enumerate(runs)
+                         for failure in run["failures"][:3]][:20]}
