@@ -483,27 +483,27 @@ def _gemm_configs(cascade, arch, e, ranks, sizes, uses, view, pe, opts, default_
 def _prune_dominated(configs, ranks):
     """Drop a config when another reaches every GLB tile it can (same padded extents, op extents
     that divide its own) with no more cycles, GLB accesses or unit actions."""
+    import numpy as np
+
     buckets = {}
     for c in sorted(configs, key=lambda c: (c.compute_cycles, c.glb_read_bits + c.glb_write_bits)):
         padded = tuple(c.op_extent[r] * c.positions[r] for r in ranks)
         buckets.setdefault(padded, []).append(c)
     out = []
     for group in buckets.values():
-        kept = []
-        for c in group:
-            ops = tuple(c.op_extent[r] for r in ranks)
-            acc = c.glb_read_bits + c.glb_write_bits
-            cycles = c.compute_cycles
-            for o, oops, oacc in kept:   # a plain loop: this runs n^2 times on big spaces
-                if oacc > acc or o.compute_cycles > cycles:
+        n = len(group)
+        ops = np.array([[c.op_extent[r] for r in ranks] for c in group], dtype=np.int64).reshape(n, len(ranks))
+        acc = np.array([c.glb_read_bits + c.glb_write_bits for c in group], dtype=np.float64)
+        cyc = np.array([c.compute_cycles for c in group], dtype=np.float64)
+        kept = []      # indices into group
+        for i, c in enumerate(group):
+            if kept:
+                k = np.asarray(kept)
+                cand = k[(acc[k] <= acc[i]) & (cyc[k] <= cyc[i]) & ~(ops[i] % ops[k]).any(axis=1)]
+                if any(_energy_le(group[j].actions, c.actions) for j in cand):
                     continue
-                if any(a % b for a, b in zip(ops, oops)):
-                    continue
-                if _energy_le(o.actions, c.actions):
-                    break
-            else:
-                kept.append((c, ops, acc))
-        out += [c for c, _, _ in kept]
+            kept.append(i)
+        out += [group[i] for i in kept]
     return sorted(out, key=lambda c: (c.compute_cycles, c.glb_read_bits + c.glb_write_bits))
 
 
