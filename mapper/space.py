@@ -375,22 +375,17 @@ def _elementwise_configs(cascade, arch, e, unit, ranks, sizes, uses, opts):
     actions = {a: c * useful for a, c in point_actions.items()}
     actions["rf_read"] = useful * len(e.input_accesses)
     actions["rf_write"] = useful
-    # a lane may run several points of a non-spatial rank in one tile op (``rf``): its accumulator
-    # and a broadcast operand then stay in the lane for those points (GLB accesses per tile op)
+    # a lane may run a whole reduced rank in one tile op (``rf``): its accumulator then stays in the
+    # lane (GLB accesses are per tile op)
     fixed = {o for o, _ in cascade.partitions.values()} | {v.upper() for v in e.iteration_vars
                                                             if v == e.recurrence_var}
-    # the output elements of a lane's rf points live in its registers (Mapping.validate's rule)
-    out_ranks = set(uses[0].ranks)
-    if unit == "vector":
-        words = arch.vector.rf_words // arch.vector.lanes if arch.vector.rf_words else math.inf
-    else:
-        words = arch.memory.rf_words_per_pe
     configs = []
     for per_lane, spatial, ext in keep:
         lanes_used = math.prod(f for d in spatial.values() for f in d.values())
         on_lanes = {r for d in spatial.values() for r in d}
-        rf_opts = [{}] + [{r: d} for r in ranks if r not in on_lanes and r not in fixed
-                          for d in divisors(sizes[r]) if d > 1 and (r not in out_ranks or d <= words)]
+        # a whole reduced rank per lane: its partial sum never leaves the lane (one register)
+        rf_opts = [{}] + [{r: sizes[r]} for r in ranks if r in reduced and r not in on_lanes
+                          and r not in fixed and sizes[r] > 1]
         for rf in rf_opts:
             op_extent = {r: ext[r] * rf.get(r, 1) for r in ranks}
             positions = {r: ceil_div(sizes[r], op_extent[r]) for r in ranks}
