@@ -54,15 +54,8 @@ from hw.spec import architecture_from_dict  # noqa: E402
 from mapper.api import map_cascade  # noqa: E402
 from mapper.mapping import Mapping  # noqa: E402
 from sim import run_sim  # noqa: E402
+from bench.scalesim_compare import SHAPES  # noqa: E402  (the same GEMMs as the SCALE-Sim bench)
 
-SHAPES = [  # name, M, N, K: the SCALE-Sim bench's GEMMs (bench/scalesim_compare.py)
-    ("square-256", 256, 256, 256),
-    ("odd-100x70x300", 100, 70, 300),
-    ("odd-33x1000x17", 33, 1000, 17),
-    ("gemv-1x2048x256", 1, 2048, 256),
-    ("tall-2048x8x64", 2048, 8, 64),
-    ("deep-64x64x2048", 64, 64, 2048),
-]
 QUICK = ["square-256", "odd-100x70x300"]
 VENV = ROOT / ".bench_venvs" / "zigzag"
 GLB_KIB = 192

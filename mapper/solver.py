@@ -100,7 +100,6 @@ def _cbc_log(path):
     return (float(obj[-1]) if obj else None), (float(bound[-1]) if bound else None)
 
 
-REDUCED_FOR = ("highs", "cbc")
 SMALL_MODEL = 1000   # variables below which CBC runs without preprocessing (0.4 -> 0.23 s on a 256^3 GEMM)
 
 
@@ -141,10 +140,9 @@ def _run(model, solver, time_limit, gap, threads) -> SolveResult:
     values = tuple(_snap(x.varValue if x.varValue is not None else 0.0, kind)
                    for x, kind in zip(xs, model.kinds))
     has_values = any(x.varValue is not None for x in xs)
-    if status == "Infeasible" and not (time_limit is not None and seconds >= 0.9 * time_limit):
-        return SolveResult("infeasible", (), None, None, None, seconds, solver)
     if status == "Infeasible":   # CBC stopped by the time limit can report "Infeasible" with no point
-        return SolveResult("no_solution", (), None, None, None, seconds, solver)
+        timed_out = time_limit is not None and seconds >= 0.9 * time_limit
+        return SolveResult("no_solution" if timed_out else "infeasible", (), None, None, None, seconds, solver)
     found = sol in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible) or (sol is None and status == "Optimal")
     if not has_values or not found:
         return SolveResult("no_solution", (), None, None, None, seconds, solver)
@@ -174,7 +172,7 @@ def solve(model, solver="cbc", time_limit=None, gap=1e-9, threads=1) -> SolveRes
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, not {solver!r}")
     start = time.perf_counter()
-    reduced = getattr(model, "reduced", None) if solver in REDUCED_FOR else None
+    reduced = getattr(model, "reduced", None)
     notes = []
     full = reduced is None
     res = _run(reduced if reduced is not None else model, solver, time_limit, gap, threads)

@@ -29,6 +29,8 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Mapping
 
+import numpy as np
+
 from dataflow.analysis import footprints, iteration_points
 from dataflow.errors import InfeasibleError
 from dataflow.expr import End, Gather, Var
@@ -377,8 +379,7 @@ def _elementwise_configs(cascade, arch, e, unit, ranks, sizes, uses, opts):
     actions["rf_write"] = useful
     # a lane may run a whole reduced rank in one tile op (``rf``): its accumulator then stays in the
     # lane (GLB accesses are per tile op)
-    fixed = {o for o, _ in cascade.partitions.values()} | {v.upper() for v in e.iteration_vars
-                                                            if v == e.recurrence_var}
+    fixed = {o for o, _ in cascade.partitions.values()} | ({e.recurrence_var.upper()} if e.recurrence_var else set())
     configs = []
     for per_lane, spatial, ext in keep:
         lanes_used = math.prod(f for d in spatial.values() for f in d.values())
@@ -478,8 +479,6 @@ def _gemm_configs(cascade, arch, e, ranks, sizes, uses, view, pe, opts, default_
 def _prune_dominated(configs, ranks):
     """Drop a config when another reaches every GLB tile it can (same padded extents, op extents
     that divide its own) with no more cycles, GLB accesses or unit actions."""
-    import numpy as np
-
     buckets = {}
     for c in sorted(configs, key=lambda c: (c.compute_cycles, c.glb_read_bits + c.glb_write_bits)):
         padded = tuple(c.op_extent[r] * c.positions[r] for r in ranks)
